@@ -1,0 +1,27 @@
+"""Errors a user can cause.
+
+Every message names the file or field at fault and says how to fix it, so that a
+researcher never has to read a traceback to learn what went wrong.
+"""
+
+from __future__ import annotations
+
+
+class WorkbenchError(Exception):
+    """Base class of every error caused by input: data, catalog, configuration, checkpoint."""
+
+
+class CatalogError(WorkbenchError):
+    """A catalog entry is malformed, unknown or cannot be resolved."""
+
+
+class DataError(WorkbenchError):
+    """A data file is unreadable, corrupt, truncated or fails validation."""
+
+
+class ConfigError(WorkbenchError):
+    """A configuration value, preset or method name is invalid."""
+
+
+class CheckpointError(WorkbenchError):
+    """A checkpoint is missing, corrupt or does not match the model."""
