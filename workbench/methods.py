@@ -1,0 +1,35 @@
+"""The registry of families: names to :class:`~workbench.models.base.Method` classes."""
+
+from __future__ import annotations
+
+from workbench.errors import ConfigError
+from workbench.models.base import Method
+
+_FAMILIES: dict[str, str] = {
+    "fewshot": "workbench.models.fewshot:FewShot",
+    "jepa": "workbench.models.jepa:BrainJEPA",
+}
+
+
+def available() -> list[str]:
+    """Names of the registered families."""
+    return sorted(_FAMILIES)
+
+
+def get_method(name: str) -> type[Method]:
+    """Return the Method class registered under ``name``.
+
+    Raises
+    ------
+    ConfigError
+        If ``name`` is not registered; the message lists the choices.
+    """
+    if name not in _FAMILIES:
+        raise ConfigError(f"unknown method {name!r}; choose one of {available()}")
+    module_name, cls_name = _FAMILIES[name].split(":")
+    import importlib
+
+    return getattr(importlib.import_module(module_name), cls_name)
+
+
+__all__ = ["Method", "available", "get_method"]
