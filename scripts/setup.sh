@@ -13,7 +13,9 @@ fi
 VPY="$VENV/bin/python"
 
 if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
-  if "$VPY" -m pip install -q --no-index torch==2.13.0 >/dev/null 2>&1; then
+  # a CPU wheel on local disk (pip's find-links) wins; its small dependencies come from the index
+  if "$VPY" -m pip install -q --no-deps --no-index torch==2.13.0 >/dev/null 2>&1; then
+    "$VPY" -m pip install -q torch==2.13.0
     echo "[setup] torch 2.13.0 installed from a local wheel"
   elif command -v nvidia-smi >/dev/null 2>&1 || [ "$(uname -s)" != "Linux" ]; then
     echo "[setup] installing torch (CUDA GPU or non-Linux platform)"

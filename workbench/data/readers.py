@@ -33,6 +33,7 @@ Validation policy
 from __future__ import annotations
 
 import difflib
+import warnings
 import zlib
 from pathlib import Path
 from typing import Any, Literal
@@ -254,7 +255,10 @@ def _load_nifti(path: Path) -> Any:
 
 
 def nifti_tr(img: Any) -> float | None:
-    """Repetition time in seconds from a NIfTI header (``pixdim[4]``, unit-aware), or ``None``."""
+    """Repetition time in seconds from a NIfTI header (``pixdim[4]``), or ``None`` if unset.
+
+    Converts ``msec``/``usec`` units; an ``unknown`` time unit is read as seconds.
+    """
     zooms = img.header.get_zooms()
     if len(zooms) < 4 or not zooms[3] > 0:
         return None
@@ -319,14 +323,19 @@ def extract_roi_series(
     from nilearn.maskers import NiftiLabelsMasker, NiftiMasker
 
     if (labels_img is None) == (mask_img is None):
-        raise DataError(f"{path}: give exactly one of labels_img (atlas) or mask_img to extract ROIs")
+        raise DataError(
+            f"{path}: a NIfTI run becomes ROI series through exactly one of read.labels_img (an atlas "
+            "image) or read.mask_img (a mask image)"
+        )
     img, volumes = _read_run(Path(path), min_timepoints)
     if labels_img is not None:
         masker = NiftiLabelsMasker(labels_img=_load_nifti(Path(labels_img)))
     else:
         masker = NiftiMasker(mask_img=_load_nifti(Path(mask_img)))
     try:
-        series = masker.fit_transform(nib.Nifti1Image(volumes, img.affine, img.header))
+        with warnings.catch_warnings():  # nilearn 0.14 warns on its own default standardize=False
+            warnings.filterwarnings("ignore", "boolean values for 'standardize'", FutureWarning)
+            series = masker.fit_transform(nib.Nifti1Image(volumes, img.affine, img.header))
     except ValueError as exc:
         raise DataError(f"{path}: ROI extraction failed ({exc})") from None
     series, roi_names, dropped = check_roi_series(

@@ -55,6 +55,27 @@ _OFFSET_SCALE = 1.0
 _VOXEL_NOISE_STD = 0.1
 
 
+def _check_params(name: str, params: dict[str, Any]) -> None:
+    """Raise ConfigError for a value no generator can use, naming the parameter."""
+    where = f"synthetic generator {name!r}"
+    for key, value in params.items():
+        if key == "seed" or key.startswith("n_") or key == "latent_dim":
+            minimum = 0 if key == "seed" else 1
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+                raise ConfigError(f"{where}: {key} must be an integer >= {minimum}, got {value!r}")
+        elif key in ("tr", "difficulty"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{where}: {key} must be a number, got {value!r}")
+            if key == "tr" and not value > 0:
+                raise ConfigError(f"{where}: tr must be > 0 seconds, got {value!r}")
+            if key == "difficulty" and not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{where}: difficulty must lie in [0, 1], got {value!r}")
+        elif key == "grid":
+            ok = isinstance(value, (list, tuple)) and len(value) == 3
+            if not ok or any(isinstance(g, bool) or not isinstance(g, (int, np.integer)) or g < 1 for g in value):
+                raise ConfigError(f"{where}: grid must be three positive integers (X, Y, Z), got {value!r}")
+
+
 def _subject_id(index: int) -> str:
     return f"synth-{index + 1:03d}"
 
@@ -120,6 +141,7 @@ def fingerprints(
         ``n_subjects * n_sessions`` runs, data ``(T, R)`` float32; ``meta`` holds
         ``subject_index``, ``session_index``, ``difficulty`` and ``generator``.
     """
+    _check_params("fingerprints", locals())
     children = np.random.SeedSequence(seed).spawn(n_subjects + 1)
     group_rng = np.random.default_rng(children[0])
     group = group_rng.standard_normal((n_rois, _GROUP_RANK)) / np.sqrt(_GROUP_RANK)
@@ -170,6 +192,7 @@ def continuous_y(
         One run per subject, data ``(T, R)`` float32; ``meta["y"]`` is the label,
         ``meta["mix"]`` the interpolation weight ``a``, plus ``subject_index``.
     """
+    _check_params("continuous_y", locals())
     children = np.random.SeedSequence(seed).spawn(n_subjects + 1)
     pattern_rng = np.random.default_rng(children[0])
     pattern_a, pattern_b = (
@@ -231,6 +254,7 @@ def volumes(
         ``(k, k)`` transition and ``meta["latent"]`` the ``(T, k)`` path, both as
         nested lists, plus ``subject_index``.
     """
+    _check_params("volumes", locals())
     grid = tuple(int(g) for g in grid)
     children = np.random.SeedSequence(seed).spawn(n_subjects + 1)
     shared_rng = np.random.default_rng(children[0])
@@ -265,27 +289,6 @@ GENERATORS: dict[str, Callable[..., list[Recording]]] = {
 }
 
 
-def _check_params(name: str, params: dict[str, Any]) -> None:
-    """Raise ConfigError for a value no generator can use, naming the parameter."""
-    where = f"synthetic generator {name!r}"
-    for key, value in params.items():
-        if key == "seed" or key.startswith("n_") or key == "latent_dim":
-            minimum = 0 if key == "seed" else 1
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-                raise ConfigError(f"{where}: {key} must be an integer >= {minimum}, got {value!r}")
-        elif key in ("tr", "difficulty"):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"{where}: {key} must be a number, got {value!r}")
-            if key == "tr" and not value > 0:
-                raise ConfigError(f"{where}: tr must be > 0 seconds, got {value!r}")
-            if key == "difficulty" and not 0.0 <= value <= 1.0:
-                raise ConfigError(f"{where}: difficulty must lie in [0, 1], got {value!r}")
-        elif key == "grid":
-            ok = isinstance(value, (list, tuple)) and len(value) == 3
-            if not ok or any(isinstance(g, bool) or not isinstance(g, (int, np.integer)) or g < 1 for g in value):
-                raise ConfigError(f"{where}: grid must be three positive integers (X, Y, Z), got {value!r}")
-
-
 def generate(name: str, **params: Any) -> list[Recording]:
     """Run the generator ``name`` with checked keyword parameters.
 
@@ -294,7 +297,8 @@ def generate(name: str, **params: Any) -> list[Recording]:
     name : str
         One of :data:`GENERATORS`.
     **params
-        Keyword arguments of that generator (see its docstring).
+        Keyword arguments of that generator (see its docstring); every generator
+        checks its values and raises ConfigError naming a bad one.
 
     Returns
     -------
@@ -315,5 +319,4 @@ def generate(name: str, **params: Any) -> list[Recording]:
         raise ConfigError(
             f"synthetic generator {name!r} has no parameter(s) {unknown}; accepted: {accepted}"
         )
-    _check_params(name, params)
     return function(**params)

