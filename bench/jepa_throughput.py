@@ -1,0 +1,133 @@
+"""Brain-JEPA training throughput and peak memory per preset and grid size.
+
+One training step = masks + target-encoder forward + context-encoder and predictor
+forward/backward + AdamW step + EMA update, exactly what the engine runs. Every
+configuration runs in its own subprocess so that peak memory is per configuration:
+on the CPU the peak resident set (``VmHWM`` of ``/proc/self/status``, which includes
+the interpreter and torch, about 0.3 GB), on CUDA ``torch.cuda.max_memory_allocated``
+with bf16 autocast.
+
+Usage::
+
+    python bench/jepa_throughput.py                       # CPU, 2 threads, all presets and grids
+    python bench/jepa_throughput.py --devices cpu cuda    # and the GPU when there is one
+    python bench/jepa_throughput.py --presets tiny small --grids 94x160
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+# per device and preset: (batch size, timed steps); one untimed warm-up step precedes them
+SETTINGS = {
+    "cpu": {"tiny": (8, 4), "small": (4, 2), "base": (2, 1)},
+    "cuda": {"tiny": (64, 20), "small": (32, 20), "base": (16, 10)},
+}
+
+
+def _peak_rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def run_one(device: str, preset: str, n_rois: int, n_frames: int, batch: int, steps: int, threads: int) -> dict:
+    """Time ``steps`` training steps after one warm-up step; return the measurements."""
+    import numpy as np
+    import torch
+
+    from workbench.models.jepa import BrainJEPA
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    method = BrainJEPA(BrainJEPA.make_config(preset), n_rois, n_frames)
+    rng = np.random.default_rng(0)
+    windows = rng.standard_normal((16, n_frames, 4)) @ rng.standard_normal((4, n_rois))
+    method.prepare((windows + rng.standard_normal((16, n_frames, n_rois))).astype(np.float32))
+    method.to(device).train()
+    optimizer = torch.optim.AdamW(method.param_groups(0.04), lr=1e-4)
+    x = torch.randn(batch, n_frames, n_rois, device=device)
+    autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device == "cuda")
+
+    def step(i: int) -> None:
+        with autocast:
+            loss = method.training_loss({"x": x})["loss"]
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        method.after_step(i + 1, steps + 1)
+
+    step(0)
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for i in range(1, steps + 1):
+        step(i)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    seconds = (time.perf_counter() - start) / steps
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else _peak_rss_mb()
+    return {
+        "device": device, "preset": preset, "grid": f"{n_rois}x{n_frames}",
+        "tokens": n_rois * method.n_time_patches, "batch": batch, "steps": steps,
+        "s_per_step": seconds, "samples_per_s": batch / seconds, "peak_mb": peak,
+        "params_m": sum(p.numel() for p in method.encoder.parameters()) / 1e6,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--devices", nargs="+", default=["cpu"], choices=["cpu", "cuda"])
+    parser.add_argument("--presets", nargs="+", default=["tiny", "small", "base"])
+    parser.add_argument("--grids", nargs="+", default=["94x160", "450x160"], help="ROIsxFRAMES")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(run_one(**json.loads(args.worker))))
+        return
+
+    import torch
+
+    rows = []
+    for device in args.devices:
+        if device == "cuda" and not torch.cuda.is_available():
+            print("cuda: no GPU visible, skipped", file=sys.stderr)
+            continue
+        for grid in args.grids:
+            n_rois, n_frames = (int(v) for v in grid.split("x"))
+            for preset in args.presets:
+                batch, steps = SETTINGS[device][preset]
+                spec = dict(device=device, preset=preset, n_rois=n_rois, n_frames=n_frames,
+                            batch=batch, steps=steps, threads=args.threads)
+                done = subprocess.run(
+                    [sys.executable, __file__, "--worker", json.dumps(spec)],
+                    capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+                )
+                if done.returncode != 0:
+                    print(f"{device} {preset} {grid} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
+                    continue
+                rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+                r = rows[-1]
+                print(f"  done {device} {preset} {grid}: {r['samples_per_s']:.2f} samples/s", file=sys.stderr)
+    load = os.getloadavg()[0]
+    print(f"\nBrain-JEPA training throughput (CPU threads {args.threads}, load average {load:.1f}; "
+          "memory: CPU peak RSS, CUDA max allocated)")
+    header = f"{'device':6} {'preset':6} {'grid':8} {'tokens':>6} {'enc M':>6} {'batch':>5} {'s/step':>8} {'samples/s':>9} {'peak MB':>8}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['device']:6} {r['preset']:6} {r['grid']:8} {r['tokens']:6d} {r['params_m']:6.2f} {r['batch']:5d} "
+              f"{r['s_per_step']:8.2f} {r['samples_per_s']:9.2f} {r['peak_mb']:8.0f}")
+
+
+if __name__ == "__main__":
+    main()

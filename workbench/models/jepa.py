@@ -1,0 +1,476 @@
+"""Brain-JEPA: joint-embedding predictive pre-training on ROI × time patches.
+
+Dong et al., "Brain-JEPA: Brain Dynamics Foundation Model with Gradient Positioning and
+Spatiotemporal Masking", NeurIPS 2024 (arXiv:2409.19407); built on I-JEPA (Assran et al.,
+CVPR 2023).
+
+Pipeline of one training step (shapes for a batch of B windows of T frames and R ROIs,
+patch size p, P = T // p time patches, N = R·P tokens, widths D and Dp):
+
+======================================  ==============================================
+windows ``batch["x"]``                  ``(B, T, R)``
+crop to ``P·p`` frames, to image        ``(B, 1, R, P·p)``
+patch embed ``Conv2d(1, D, (1, p))``    ``(B, N, D)``, ROI-major: token = roi·P + t
++ positional embedding                  ``(N, D)``: [sin-cos(t) | gradient(roi)]
+target encoder (EMA, all tokens)        ``(B, N, D)`` → layer-norm → gather targets
+context encoder (context tokens only)   ``(B, Nc, D)``
+predictor (context + mask tokens)       ``(B, Nt, D)``, Nt = Σ_k Nt_k
+loss                                    smooth-L1(prediction, target), scalar
+======================================  ==============================================
+
+Tokens. A window ``(T, R)`` becomes the image ``(1, R, T)``; a patch is one ROI × ``p``
+consecutive frames. When ``T`` is not a multiple of ``p`` the trailing ``T mod p`` frames
+are dropped (at most ``p - 1``; e.g. 5 of 45 frames at p = 8), or a ConfigError is raised
+with ``crop=False``. Fewer than 2 time patches is a ConfigError. R, T and P come from the
+data; the patch size is the only fixed length (16 in the paper, 8 in the ``tiny`` and
+``small`` presets so that 40-frame windows give 5 time patches and 80-frame windows 10).
+
+Positional embedding (``pos_embed="gradient"``). Half of the width is the fixed 1-D
+sin-cos code of the time-patch index; the other half is ``Linear(k → D/2)`` of the ROI's
+coordinates on the first ``k`` connectivity gradients, repeated over the time patches and
+min-max scaled to ``[-1, 1]`` over the whole tensor (as the reference). Encoder and
+predictor each own their projection. The ``(R, k)`` gradients are a buffer fitted by
+:meth:`BrainJEPA.prepare` on the training windows (diffusion map of the group FC, see
+:mod:`workbench.models.gradients`) or read from ``gradients_csv``; checkpoints carry it.
+``pos_embed="sincos2d"`` (the paper's ablation) uses sin-cos of the ROI index instead.
+
+Objective. The collator (:mod:`workbench.masks`) draws one context and up to three target
+kinds (Cross-ROI, Cross-Time, Double-Cross) per batch, from a generator seeded by the
+torch global RNG (which the engine reseeds every step, so a resumed run draws the same
+masks). All target kinds are predicted in **one** predictor pass: their tokens are
+concatenated after the context tokens (the reference also predicts the union of its
+target regions jointly), and the loss is the smooth-L1 averaged over every target token
+and feature, so each kind weighs by its token count. Targets are the EMA target encoder's
+features, layer-normed over the feature dimension (no affine), in float32 even under
+bf16 autocast.
+
+EMA. ``θ_target ← m θ_target + (1 − m) θ_online`` after every optimiser step, with ``m``
+linear from ``ema_start`` (0.996) to ``ema_end`` (1.0) over the run's optimiser steps; the
+update after step ``s`` (counted from 1) uses ``m(s − 1)``. ``m`` is a pure function of the
+step, so resumed runs follow the same schedule.
+
+Downstream. :meth:`BrainJEPA.embed` runs the target encoder over all tokens, averages them
+and applies a LayerNorm without affine parameters (the reference's ``fc_norm``, whose
+learned affine belongs to a downstream head). :func:`workbench.models.finetune.finetune`
+trains a head on top.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from workbench.errors import ConfigError, DataError
+from workbench.masks import MaskConfig, SpatiotemporalMaskCollator
+from workbench.models.base import Method
+from workbench.models.blocks import sincos_1d
+from workbench.models.gradients import (
+    DisconnectedAffinityError,
+    diffusion_map_gradients,
+    group_fc,
+    load_gradients_csv,
+)
+from workbench.models.vit import TransformerStack, init_vit_weights
+
+POS_EMBEDS = ("gradient", "sincos2d")
+
+
+@dataclass
+class BrainJEPAConfig:
+    """Brain-JEPA hyper-parameters; defaults are the paper's ViT-Base pre-training."""
+
+    patch_size: int = 16  # frames per token (the paper: 160 frames -> 10 time patches)
+    crop: bool = True  # drop the trailing T mod patch_size frames (False: ConfigError instead)
+    embed_dim: int = 768  # encoder width D (multiple of 4 and of num_heads)
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    predictor_embed_dim: int = 384  # predictor width Dp (multiple of 4 and of predictor_num_heads)
+    predictor_depth: int = 6
+    predictor_num_heads: int = 12  # the reference uses the encoder's head count
+    pos_embed: str = "gradient"  # gradient | sincos2d (ablation: 2-D sin-cos of ROI and time)
+    n_gradients: int = 30  # k gradient coordinates per ROI (lowered to R - 1 when larger)
+    gradients_csv: str | None = None  # precomputed (R, >=k) gradient table instead of computing
+    gradient_sparsity: float = 0.9  # fraction of each FC row zeroed before the cosine affinity
+    gradient_alpha: float = 0.5  # anisotropic diffusion parameter of the diffusion map
+    ema_start: float = 0.996  # target-encoder momentum at the first optimiser step
+    ema_end: float = 1.0  # ... and at the last
+    gradient_checkpointing: bool = False  # recompute block activations in backward (saves memory)
+    init_std: float = 0.02
+    enc_mask_scale: tuple[float, float] = (0.84, 1.0)
+    pred_mask_R_scale: tuple[float, float] = (0.45, 0.6)
+    pred_mask_T_roi_scale: tuple[float, float] = (0.2, 0.6)
+    pred_mask_R_roi_scale: tuple[float, float] = (0.15, 0.3)
+    pred_mask_T_scale: tuple[float, float] = (0.0, 0.4)
+    min_keep: int = 4
+    allow_overlap: bool = False
+
+    def __post_init__(self) -> None:
+        if self.pos_embed not in POS_EMBEDS:
+            raise ConfigError(f"jepa config.pos_embed={self.pos_embed!r}; choose one of {list(POS_EMBEDS)}")
+        for name in ("embed_dim", "predictor_embed_dim"):
+            if getattr(self, name) < 4 or getattr(self, name) % 4:
+                raise ConfigError(
+                    f"jepa config.{name}={getattr(self, name)} must be a positive multiple of 4 "
+                    "(each half of the positional embedding is a sin-cos code of even width)"
+                )
+        for name in ("patch_size", "depth", "predictor_depth", "n_gradients"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"jepa config.{name}={getattr(self, name)} must be >= 1")
+        if not 0.0 <= self.ema_start <= self.ema_end <= 1.0:
+            raise ConfigError(
+                f"jepa config: need 0 <= ema_start <= ema_end <= 1, got {self.ema_start}, {self.ema_end}"
+            )
+        if not 0.0 <= self.gradient_sparsity < 1.0 or not 0.0 <= self.gradient_alpha <= 1.0:
+            raise ConfigError(
+                "jepa config: gradient_sparsity must be in [0, 1) and gradient_alpha in [0, 1], got "
+                f"{self.gradient_sparsity}, {self.gradient_alpha}"
+            )
+
+    def mask_config(self) -> MaskConfig:
+        """The collator's settings from the ``*_scale``, ``min_keep`` and ``allow_overlap`` fields."""
+        return MaskConfig(
+            enc_mask_scale=self.enc_mask_scale,
+            pred_mask_R_scale=self.pred_mask_R_scale,
+            pred_mask_T_roi_scale=self.pred_mask_T_roi_scale,
+            pred_mask_R_roi_scale=self.pred_mask_R_roi_scale,
+            pred_mask_T_scale=self.pred_mask_T_scale,
+            min_keep=self.min_keep,
+            allow_overlap=self.allow_overlap,
+        )
+
+
+def ema_momentum(step: int, total_steps: int, start: float = 0.996, end: float = 1.0) -> float:
+    """Target-encoder momentum after ``step`` of ``total_steps`` optimiser steps (linear, clamped)."""
+    return start + (end - start) * min(max(step, 0), total_steps) / max(total_steps, 1)
+
+
+def time_patches(n_frames: int, patch_size: int, crop: bool = True) -> int:
+    """Number of time patches ``P = n_frames // patch_size``, checked.
+
+    Raises
+    ------
+    ConfigError
+        If ``P < 2``, or if ``n_frames`` is not a multiple of ``patch_size`` and ``crop`` is off.
+    """
+    n_patches = n_frames // patch_size
+    if n_patches < 2:
+        raise ConfigError(
+            f"windows of {n_frames} frames make {n_patches} time patch(es) of patch_size={patch_size} "
+            f"frames; Brain-JEPA needs at least 2: use windows of at least {2 * patch_size} frames "
+            "or a smaller patch_size"
+        )
+    if n_frames % patch_size and not crop:
+        raise ConfigError(
+            f"windows of {n_frames} frames are not a multiple of patch_size={patch_size}; set "
+            f"crop=True to drop the last {n_frames % patch_size} frames, or change the window length"
+        )
+    return n_patches
+
+
+def windows_to_image(x: torch.Tensor, patch_size: int, crop: bool = True) -> tuple[torch.Tensor, int]:
+    """``(B, T, R)`` windows → ``(B, 1, R, P·p)`` image with the trailing ``T mod p`` frames dropped.
+
+    Returns the image and ``P``; see :func:`time_patches` for the errors.
+    """
+    if x.ndim != 3:
+        raise DataError(f"Brain-JEPA expects windows of shape (B, T, R), got {tuple(x.shape)}")
+    n_patches = time_patches(x.shape[1], patch_size, crop)
+    return x[:, : n_patches * patch_size].transpose(1, 2).unsqueeze(1), n_patches
+
+
+def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Rows ``index`` ``(B, M)`` of each sample of ``x`` ``(B, N, D)`` → ``(B, M, D)``."""
+    return torch.gather(x, 1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+def pool_tokens(h: torch.Tensor) -> torch.Tensor:
+    """Mean over tokens then affine-free LayerNorm: ``(B, N, D)`` → ``(B, D)`` float32."""
+    pooled = h.float().mean(dim=1)
+    return F.layer_norm(pooled, (pooled.shape[-1],))
+
+
+class GridPositionalEmbedding(nn.Module):
+    """Positional embedding of the ROI-major ``R × P`` token grid: ``(N, dim)``.
+
+    Columns ``[:dim/2]`` are the sin-cos code of the time-patch index; columns
+    ``[dim/2:]`` are, for ``mode="gradient"``, ``Linear(k → dim/2)`` of the ROI's
+    gradient coordinates min-max scaled to ``[-1, 1]`` over the whole ``(R, dim/2)``
+    tensor (repeating over time changes neither minimum nor maximum), and for
+    ``mode="sincos2d"`` the sin-cos code of the ROI index.
+    """
+
+    def __init__(self, dim: int, n_gradients: int, mode: str) -> None:
+        super().__init__()
+        self.dim = dim
+        self.mode = mode
+        self.gradient_proj = nn.Linear(n_gradients, dim // 2) if mode == "gradient" else None
+
+    def forward(self, gradients: torch.Tensor, n_rois: int, n_time_patches: int) -> torch.Tensor:
+        """``gradients (R, k)`` (ignored by ``sincos2d``, which only uses its device) → ``(R·P, dim)``."""
+        device, half = gradients.device, self.dim // 2
+        time_code = sincos_1d(torch.arange(n_time_patches, device=device), half)  # (P, dim/2)
+        if self.gradient_proj is None:
+            roi_code = sincos_1d(torch.arange(n_rois, device=device), half)
+        else:
+            with torch.autocast(device_type=device.type, enabled=False):
+                roi_code = self.gradient_proj(gradients.float())  # (R, dim/2)
+            low, high = roi_code.min(), roi_code.max()
+            roi_code = 2.0 * (roi_code - low) / (high - low).clamp_min(1e-12) - 1.0
+        # token roi·P + t: time code cycles fastest, ROI code is constant over a ROI's P tokens
+        return torch.cat(
+            [time_code.repeat(n_rois, 1), roi_code.repeat_interleave(n_time_patches, dim=0)], dim=1
+        )
+
+
+class BrainJEPAEncoder(nn.Module):
+    """Patch embedding + positional embedding + pre-LN ViT (no CLS token).
+
+    ``forward(image (B, 1, R, P·p), gradients (R, k), keep (B, M) | None) -> (B, M or R·P, D)``.
+    """
+
+    def __init__(self, config: BrainJEPAConfig, n_gradients: int) -> None:
+        super().__init__()
+        c = config
+        self.patch_embed = nn.Conv2d(1, c.embed_dim, kernel_size=(1, c.patch_size), stride=(1, c.patch_size))
+        self.pos_embed = GridPositionalEmbedding(c.embed_dim, n_gradients, c.pos_embed)
+        for module in (self.patch_embed, self.pos_embed):
+            module.apply(lambda m: init_vit_weights(m, c.init_std))
+        self.transformer = TransformerStack(
+            c.embed_dim, c.depth, c.num_heads, c.mlp_ratio, c.gradient_checkpointing, c.init_std
+        )
+
+    def forward(
+        self, image: torch.Tensor, gradients: torch.Tensor, keep: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        n_rois, n_time_patches = image.shape[2], image.shape[3] // self.patch_embed.stride[1]
+        x = self.patch_embed(image).flatten(2).transpose(1, 2)  # (B, R·P, D), token = roi·P + t
+        pos = self.pos_embed(gradients, n_rois, n_time_patches)
+        x = x + pos if keep is None else gather_tokens(x, keep) + pos[keep]
+        return self.transformer(x)
+
+
+class BrainJEPAPredictor(nn.Module):
+    """Narrow transformer that predicts target-token features from context features.
+
+    ``Linear(D → Dp)`` of the context + its positional embedding, a learned mask
+    token + positional embedding per target token, pre-LN blocks, LayerNorm, and
+    ``Linear(Dp → D)`` of the target positions.
+    """
+
+    def __init__(self, config: BrainJEPAConfig, n_gradients: int) -> None:
+        super().__init__()
+        c = config
+        self.embed = nn.Linear(c.embed_dim, c.predictor_embed_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, c.predictor_embed_dim))
+        self.pos_embed = GridPositionalEmbedding(c.predictor_embed_dim, n_gradients, c.pos_embed)
+        self.transformer = TransformerStack(
+            c.predictor_embed_dim, c.predictor_depth, c.predictor_num_heads, c.mlp_ratio,
+            c.gradient_checkpointing, c.init_std,
+        )
+        self.proj = nn.Linear(c.predictor_embed_dim, c.embed_dim)
+        for module in (self.embed, self.proj, self.pos_embed):
+            module.apply(lambda m: init_vit_weights(m, c.init_std))
+        nn.init.trunc_normal_(self.mask_token, std=c.init_std)
+
+    def forward(
+        self,
+        context: torch.Tensor,
+        context_index: torch.Tensor,
+        target_index: torch.Tensor,
+        gradients: torch.Tensor,
+        n_rois: int,
+        n_time_patches: int,
+    ) -> torch.Tensor:
+        """``context (B, Nc, D)`` at ``context_index (B, Nc)`` → predictions ``(B, Nt, D)`` at ``target_index``."""
+        pos = self.pos_embed(gradients, n_rois, n_time_patches)  # (N, Dp)
+        x = self.embed(context) + pos[context_index]
+        queries = (self.mask_token + pos[target_index]).to(x.dtype)
+        x = self.transformer(torch.cat([x, queries], dim=1))
+        return self.proj(x[:, context_index.shape[1] :])
+
+
+class BrainJEPA(Method):
+    """Brain-JEPA as a workbench :class:`~workbench.models.base.Method` (see the module docstring).
+
+    Parameters
+    ----------
+    config : BrainJEPAConfig
+        Hyper-parameters (``BrainJEPA.make_config(preset, **overrides)``).
+    n_rois, n_timepoints : int
+        ROIs ``R`` and frames ``T`` of the training windows. ``T`` fixes nothing but a
+        check that it makes at least 2 time patches: any window length accepted by
+        :func:`time_patches` can be trained on or embedded, but ``R`` is fixed by the
+        gradients.
+    """
+
+    name: ClassVar[str] = "jepa"
+    Config: ClassVar[type] = BrainJEPAConfig
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        # unit tests and smoke runs: about 26 k encoder parameters
+        "tiny": dict(embed_dim=32, depth=2, num_heads=2, predictor_embed_dim=16, predictor_depth=1,
+                     predictor_num_heads=2, patch_size=8, n_gradients=8),
+        # CPU demonstrations at 94 ROIs x 40-80 frames (5-10 time patches): about 1.8 M encoder parameters
+        "small": dict(embed_dim=192, depth=4, num_heads=3, predictor_embed_dim=96, predictor_depth=2,
+                      predictor_num_heads=3, patch_size=8),
+        # the paper's ViT-Base: about 85 M encoder parameters
+        "base": dict(embed_dim=768, depth=12, num_heads=12, predictor_embed_dim=384, predictor_depth=6,
+                     predictor_num_heads=12, patch_size=16),
+    }
+    # the reference: AdamW, lr warm-up from 5e-5 then cosine to 1e-6, weight decay cosine 0.04 -> 0.4;
+    # peak lr 5e-4 (the reference's 1e-3 is for an effective batch of 512, ours is 32)
+    train_defaults: ClassVar[dict[str, Any]] = dict(
+        batch_size=32, lr=5e-4, start_lr=5e-5, min_lr=1e-6, warmup_steps=40,
+        weight_decay=0.04, final_weight_decay=0.4,
+    )
+
+    def __init__(self, config: BrainJEPAConfig, n_rois: int, n_timepoints: int) -> None:
+        super().__init__(config, n_rois, n_timepoints)
+        self.n_time_patches = time_patches(self.n_timepoints, config.patch_size, config.crop)
+        if self.n_rois < 2:
+            raise ConfigError(f"Brain-JEPA needs at least 2 ROIs, the data has {self.n_rois}")
+        k = config.n_gradients
+        if config.pos_embed == "gradient" and k > self.n_rois - 1:
+            warnings.warn(
+                f"jepa: {self.n_rois} ROIs have only {self.n_rois - 1} non-trivial gradients; "
+                f"using n_gradients={self.n_rois - 1} instead of {k}",
+                stacklevel=2,
+            )
+            k = self.n_rois - 1
+        self.n_gradients = k
+        self._mask_config = config.mask_config()
+        self._collators: dict[int, SpatiotemporalMaskCollator] = {}
+        self._collator(self.n_time_patches)  # validates the grid against the mask settings now
+        self.encoder = BrainJEPAEncoder(config, k)
+        self.predictor = BrainJEPAPredictor(config, k)
+        self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
+        n_columns = k if config.pos_embed == "gradient" else 0
+        self.register_buffer("gradients", torch.full((self.n_rois, n_columns), float("nan")))
+        self._gradients_ready = config.pos_embed != "gradient"
+        self.register_load_state_dict_post_hook(_check_loaded_gradients)
+
+    # -- data-dependent state -------------------------------------------------------------
+    def prepare(self, train_windows: np.ndarray) -> None:
+        """Fit the ``(R, k)`` gradient buffer on training windows ``(N, T, R)``.
+
+        Reads ``gradients_csv`` when set (its first ``k`` columns), otherwise computes
+        :func:`~workbench.models.gradients.group_fc` of the windows and its
+        :func:`~workbench.models.gradients.diffusion_map_gradients`. If the affinity
+        graph is disconnected at ``gradient_sparsity`` (few ROIs, noisy FC), the
+        sparsity is lowered in steps of 0.1 until it is connected, with a warning.
+        Nothing to fit for ``pos_embed="sincos2d"``.
+        """
+        if self.config.pos_embed != "gradient":
+            return
+        c, k = self.config, self.n_gradients
+        if c.gradients_csv is not None:
+            table = load_gradients_csv(c.gradients_csv, self.n_rois)
+            if table.shape[1] < k:
+                raise DataError(
+                    f"gradient CSV {c.gradients_csv} has {table.shape[1]} columns but n_gradients={k}; "
+                    f"lower n_gradients to {table.shape[1]} or use a table with more gradients"
+                )
+            gradients = table[:, :k]
+        else:
+            windows = np.asarray(train_windows)
+            if windows.ndim != 3 or windows.shape[2] != self.n_rois:
+                raise DataError(
+                    f"jepa.prepare: expected training windows (N, T, {self.n_rois}), got {windows.shape}"
+                )
+            gradients = _connected_gradients(group_fc(windows), k, c.gradient_alpha, c.gradient_sparsity)
+        self.gradients.copy_(torch.as_tensor(gradients, dtype=torch.float32))
+        self._gradients_ready = True
+
+    def _fitted_gradients(self) -> torch.Tensor:
+        if not self._gradients_ready:
+            raise ConfigError(
+                "jepa: the gradient positional embedding has no gradients yet; call "
+                "method.prepare(train_windows) (the training engine does) or load a trained checkpoint"
+            )
+        return self.gradients
+
+    def _collator(self, n_time_patches: int) -> SpatiotemporalMaskCollator:
+        if n_time_patches not in self._collators:
+            self._collators[n_time_patches] = SpatiotemporalMaskCollator(
+                self.n_rois, n_time_patches, self._mask_config
+            )
+        return self._collators[n_time_patches]
+
+    def _image(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+        if x.ndim == 3 and x.shape[2] != self.n_rois:
+            raise DataError(
+                f"jepa: windows have {x.shape[2]} ROIs but the model was built for {self.n_rois}"
+            )
+        return windows_to_image(x, self.config.patch_size, self.config.crop)
+
+    # -- the seam -------------------------------------------------------------------------
+    def training_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Smooth-L1 between predicted and layer-normed target features (see the module docstring).
+
+        Returns ``loss`` and, for logging, the context and target token counts per sample.
+        """
+        x = batch["x"]
+        image, n_time_patches = self._image(x)
+        gradients = self._fitted_gradients()
+        seed = int(torch.randint(0, 2**62, (1,)))  # the engine seeds the global RNG per step
+        masks = self._collator(n_time_patches)(
+            x.shape[0], generator=torch.Generator().manual_seed(seed), device=x.device
+        )
+        target_index = torch.cat(masks.targets, dim=1)  # (B, Nt): all kinds in one pass
+        with torch.no_grad():
+            h = self.target_encoder(image, gradients)
+            h = F.layer_norm(h.float(), (h.shape[-1],))
+            target = gather_tokens(h, target_index)
+        z = self.encoder(image, gradients, keep=masks.context)
+        prediction = self.predictor(z, masks.context, target_index, gradients, self.n_rois, n_time_patches)
+        loss = F.smooth_l1_loss(prediction.float(), target)
+        return {
+            "loss": loss,
+            "context_tokens": torch.tensor(float(masks.context.shape[1])),
+            "target_tokens": torch.tensor(float(target_index.shape[1])),
+        }
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Target-encoder features of all tokens, averaged, affine-free LayerNorm: ``(B, T, R) -> (B, D)``."""
+        image, _ = self._image(x)
+        return pool_tokens(self.target_encoder(image, self._fitted_gradients()))
+
+    def after_step(self, step: int, total_steps: int) -> None:
+        """EMA update of the target encoder with momentum ``m(step − 1)`` (``step`` counts from 1)."""
+        m = ema_momentum(step - 1, total_steps, self.config.ema_start, self.config.ema_end)
+        with torch.no_grad():
+            target = list(self.target_encoder.parameters())
+            online = [p.detach() for p in self.encoder.parameters()]
+            torch._foreach_mul_(target, m)
+            torch._foreach_add_(target, online, alpha=1.0 - m)
+
+
+def _connected_gradients(fc: np.ndarray, k: int, alpha: float, sparsity: float) -> np.ndarray:
+    """Diffusion-map gradients at the highest sparsity in ``sparsity, sparsity - 0.1, ..., 0``
+    whose affinity graph is connected."""
+    while True:
+        try:
+            return diffusion_map_gradients(fc, k, alpha, sparsity)
+        except DisconnectedAffinityError:
+            if sparsity <= 0.0:
+                raise
+            lowered = max(0.0, round(sparsity - 0.1, 6))
+            warnings.warn(
+                f"jepa: the FC affinity graph is disconnected at gradient_sparsity={sparsity}; "
+                f"retrying with {lowered}",
+                stacklevel=3,
+            )
+            sparsity = lowered
+
+
+def _check_loaded_gradients(module: nn.Module, incompatible_keys: Any) -> None:
+    """After ``load_state_dict``: the gradients are usable iff the loaded buffer is finite."""
+    if module.config.pos_embed == "gradient":
+        module._gradients_ready = bool(torch.isfinite(module.gradients).all())
