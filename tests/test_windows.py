@@ -284,3 +284,40 @@ def test_memmap_reports_a_corrupt_cached_file(tmp_path):
         fh.truncate(60)
     with pytest.raises(DataError, match="delete it to rebuild"):
         memmap_recordings(recs, tmp_path)
+
+
+@pytest.mark.parametrize("mode", ["demean", "zscore"])
+def test_window_norm_removes_run_offsets_without_looking_at_other_windows(mode):
+    recs = _recordings(lengths=(40, 40), n_rois=3, seed=3)
+    recs[1].data += np.float32(1e4)  # a per-run baseline, as in unprocessed BOLD
+    stats = Standardizer(mode).fit(WindowSet(recs, 8, 8, "first"))
+    ws = WindowSet(recs, 8, 8)
+    windows = ws.get(np.arange(len(ws)))
+    z = stats.transform(windows)
+    np.testing.assert_allclose(z.mean(axis=1), 0.0, atol=1e-5)
+    if mode == "zscore":
+        np.testing.assert_allclose(z.std(axis=1), 1.0, atol=1e-4)
+    # each window alone: transforming one window gives the same as transforming the batch
+    np.testing.assert_allclose(stats.transform(windows[3:4]), z[3:4], atol=1e-6)
+    # offsets are gone: the same series shifted by a constant gives the same windows
+    shifted = stats.transform(windows + np.float32(5.0))
+    np.testing.assert_allclose(shifted, z, atol=1e-3)
+
+
+def test_window_norm_constant_roi_in_a_window_is_zero_and_state_round_trips():
+    recs = _recordings(lengths=(40,), n_rois=3, seed=4)
+    stats = Standardizer("zscore").fit(WindowSet(recs, 8, 8))
+    window = recs[0].data[:8].copy()[None]
+    window[0, :, 1] = window[0, 0, 1]
+    z = stats.transform(window)
+    assert np.isfinite(z).all() and np.all(z[0, :, 1] == 0.0)
+    restored = Standardizer.from_dict(stats.to_dict())
+    assert restored.window_norm == "zscore"
+    np.testing.assert_array_equal(restored.transform(window), z)
+    assert Standardizer.from_dict({"mean": [0.0], "std": [1.0]}).window_norm == "none"
+    with pytest.raises(ConfigError, match="window_norm"):
+        Standardizer("robust")
+    with pytest.raises(CheckpointError, match="window_norm"):
+        Standardizer.from_dict({**stats.to_dict(), "window_norm": "robust"})
+    with pytest.raises(DataError, match="W >= 2"):
+        stats.transform(recs[0].data[:1])

@@ -159,7 +159,7 @@ def untrained_factory(method: str, preset: str | None = None, overrides: dict[st
     def factory(windows: WindowSet) -> EmbedFn:
         torch.manual_seed(seed)
         m = build_method(method, windows.recordings[0].n_rois, windows.length, preset, overrides)
-        standardizer = Standardizer().fit(windows)
+        standardizer = Standardizer(make_train_config(m).window_norm).fit(windows)
         prepare_method(m, windows, standardizer)
         m.to(resolve_device(device)).eval()
         return embed_function(m, standardizer)
@@ -172,13 +172,140 @@ def load_trained(run_dir: str | Path, device: str = "auto") -> tuple[Method, Sta
     return load_method(Path(run_dir) / CHECKPOINT_NAME, device=device)
 
 
+RUN_INFO = "run.json"
+
+
+def split_settings(method: str, values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Route flat ``key: value`` settings to the family's config or the engine's.
+
+    A key of the family's config dataclass goes to the family, a key of
+    :class:`~workbench.train.TrainConfig` to the engine; any other key is a ConfigError
+    that lists both sets of valid keys.
+    """
+    import dataclasses
+
+    from workbench.train import TrainConfig
+
+    family = {f.name for f in dataclasses.fields(get_method(method).Config)}
+    engine = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - family - engine)
+    if unknown:
+        raise ConfigError(
+            f"unknown setting(s) {unknown} for {method!r}; {method} keys: {sorted(family)}; "
+            f"training keys: {sorted(engine)}"
+        )
+    return ({k: v for k, v in values.items() if k in family},
+            {k: v for k, v in values.items() if k not in family})
+
+
+def train_on_dataset(method: str, dataset: str, out: str | Path, window: int = 40,
+                     preset: str | None = None, settings: dict[str, Any] | None = None,
+                     protocol: str = "closed", progress: bool = True) -> TrainResult:
+    """Train a family on a catalog dataset (``workbench train``); resumes a run in ``out``.
+
+    Parameters
+    ----------
+    method : str
+        A registered family.
+    dataset : str
+        A catalog entry of ROI time series.
+    out : path
+        Run folder: ``checkpoint.pt``, ``history.json`` and ``run.json`` (dataset, window,
+        protocol, preset, settings), which :func:`evaluate_run` reads.
+    window : int
+        Window length in TRs.
+    preset : str, optional
+        A preset of the family.
+    settings : dict, optional
+        Flat overrides of the family's config and the engine's (see :func:`split_settings`).
+    protocol : {"closed", "all"}
+        Which windows train (see :func:`training_windows`): ``"closed"`` keeps every second
+        half unseen, so the same dataset can be evaluated closed-set afterwards.
+    """
+    from workbench.catalog import load_recordings
+
+    overrides, train_overrides = split_settings(method, dict(settings or {}))
+    cls = get_method(method)
+    cls.make_config(preset, **overrides)  # a typo fails before data are read
+    recordings = load_recordings(dataset, progress=progress)
+    windows = training_windows(recordings, window, protocol)
+    torch.manual_seed(int(train_overrides.get("seed", 0)))
+    model = build_method(method, windows.n_rois, window, preset, overrides)
+    config = make_train_config(model, **train_overrides)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    info = {"method": method, "dataset": dataset, "window": window, "protocol": protocol,
+            "preset": preset, "settings": dict(settings or {}), "subjects": list(windows.subjects)}
+    (out / RUN_INFO).write_text(json.dumps(info, indent=2, default=str) + "\n")
+    return train(model, windows, config, out, progress=progress)
+
+
+def evaluate_run(run: str | Path, dataset: str, out: str | Path, k_shots: tuple[int, ...] = (1, 2, 4, 8, 16),
+                 n_episodes: int = 600, seed: int = 0, device: str = "auto",
+                 progress: bool = True) -> tuple[dict[str, Any], Path, Path]:
+    """Closed-set identification of a trained run beside the baselines (``workbench evaluate``).
+
+    The window length is the one the run was trained on. The same encoder untrained is
+    evaluated too. A run trained with ``protocol="all"`` has seen the query halves of its
+    own subjects, so evaluating it on a dataset sharing those subjects is refused.
+
+    Returns
+    -------
+    results, metrics_path, figure_path
+        The closed-set results and the written ``metrics.json`` and ``accuracy_vs_k.png``.
+    """
+    import matplotlib
+
+    import matplotlib.pyplot
+
+    matplotlib.use("Agg")
+    from workbench.catalog import load_recordings
+    from workbench.evaluate import closed_set, save_metrics
+    from workbench.viz.fewshot import plot_k_curves, results_frame
+
+    run = Path(run)
+    run_dir = run if run.is_dir() else run.parent
+    model, standardizer, state = load_method(run, device=device)
+    info_path = run_dir / RUN_INFO
+    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    recordings = load_recordings(dataset, progress=progress)
+    subjects = {r.subject for r in recordings}
+    seen = subjects & set(state["subjects"])
+    if info.get("protocol") == "all" and seen:
+        raise ConfigError(
+            f"{run_dir} was trained on every window of subjects {sorted(seen)[:5]}..., including the "
+            f"query halves of {dataset!r}; retrain with protocol 'closed' or evaluate on other subjects"
+        )
+    if recordings[0].n_rois != model.n_rois:
+        raise ConfigError(f"{run_dir} was trained on {model.n_rois} ROIs but {dataset!r} has {recordings[0].n_rois}")
+    factories = {
+        model.name: lambda train_windows: embed_function(model, standardizer),
+        f"{model.name}-untrained": untrained_factory(model.name, overrides=state["method_config"],
+                                                      seed=state["train_config"]["seed"], device=device),
+    }
+    results = closed_set(recordings, model.n_timepoints, factories, k_shots=k_shots,
+                         n_episodes=n_episodes, seed=seed, progress=progress)
+    results["meta"]["run"] = str(run_dir)
+    results["meta"]["dataset"] = dataset
+    out = Path(out)
+    metrics_path = save_metrics(results, out / "metrics.json")
+    figure = plot_k_curves(results_frame([results]))
+    figure_path = out / "accuracy_vs_k.png"
+    figure.savefig(figure_path, dpi=120, bbox_inches="tight")
+    matplotlib.pyplot.close(figure)
+    return results, metrics_path, figure_path
+
+
 __all__ = [
     "EmbedFn",
     "EncoderFactory",
     "TrainedFactory",
     "embed_function",
     "encoder_factory",
+    "evaluate_run",
     "load_trained",
+    "split_settings",
+    "train_on_dataset",
     "training_windows",
     "untrained_factory",
     "windows_digest",

@@ -60,6 +60,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # optimiser steps between checkpoints (0 = end of each epoch only)
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     amp: bool = True  # bf16 autocast on CUDA (ignored elsewhere)
+    window_norm: str = "zscore"  # none | demean | zscore: each window's ROIs over its frames (Standardizer)
     seed: int = 0
 
 
@@ -272,7 +273,7 @@ def train(
     out_dir : path
         Run folder. With ``resume=True`` an existing checkpoint there is continued.
     standardizer : Standardizer, optional
-        Per-ROI scaling; fitted on ``train_windows`` when omitted.
+        Per-ROI scaling; fitted on ``train_windows`` with ``config.window_norm`` when omitted.
     progress : bool
         Show a progress bar with the live loss.
     resume : bool
@@ -286,7 +287,7 @@ def train(
         raise ConfigError("train config: epochs, batch_size and grad_accum must be >= 1")
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
-    standardizer = standardizer or Standardizer().fit(train_windows)
+    standardizer = standardizer or Standardizer(config.window_norm).fit(train_windows)
     prepare_method(method, train_windows, standardizer)
     method.to(device)
 
