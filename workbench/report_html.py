@@ -1,0 +1,267 @@
+"""HTML of the report: offline notebook pages, key figures and the ``index.html`` of a run.
+
+Every page opens without network access: the notebook pages are rendered with a template
+that drops the CDN scripts of nbconvert's ``lab`` template (require.js, MathJax, mermaid,
+the widget manager), images are embedded, widget outputs (progress bars, inspectors) are
+left out and remote ``<script src>`` tags are removed from HTML outputs. The index links to
+its figures by relative paths inside the run folder.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from workbench.errors import ConfigError
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+_REMOTE_SCRIPT = re.compile(r"<script\b[^>]*\bsrc=[\"']?(?:https?:)?//[^>]*>\s*</script>", re.IGNORECASE)
+FIGURES = "figures"
+CAPTIONS = "captions.json"
+_OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+"""
+
+
+def _offline_copy(nb: Any) -> Any:
+    """A copy of ``nb`` that renders without network access.
+
+    Widget outputs and widget state are dropped: a widget's text fallback is frozen at display
+    time (a progress bar would read 0 %), and the notebooks display the static result of every
+    inspector beside it; the executed ``.ipynb`` keeps the widgets with their final state.
+    ``<script src="http...">`` tags are removed from HTML outputs (plotly's notebook output
+    asks a CDN for MathJax, which no figure here needs).
+    """
+    import copy
+
+    nb = copy.deepcopy(nb)
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        if "outputs" not in cell:
+            continue
+        cell.outputs = [o for o in cell.outputs if WIDGET_VIEW not in o.get("data", {})]
+        for output in cell.outputs:
+            if "text/html" in output.get("data", {}):
+                text = output.data["text/html"]
+                text = "".join(text) if isinstance(text, list) else text
+                output.data["text/html"] = _REMOTE_SCRIPT.sub("", text)
+    return nb
+
+
+def write_notebook_html(notebook: str | Path, target: str | Path) -> Path:
+    """Render an executed notebook as one self-contained offline HTML page.
+
+    Parameters
+    ----------
+    notebook : path
+        ``.ipynb`` file (outputs included).
+    target : path
+        HTML file to write.
+    """
+    import jinja2
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = _offline_copy(nbformat.read(str(notebook), as_version=4))
+    exporter = HTMLExporter(
+        template_name="lab", embed_images=True,
+        extra_loaders=[jinja2.DictLoader({"offline.html.j2": _OFFLINE_TEMPLATE})], template_file="offline.html.j2",
+    )  # fmt: skip
+    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": Path(notebook).stem}})
+    target = Path(target)
+    target.write_text(body, encoding="utf-8")
+    return target
+
+
+# --------------------------------------------------------------------------- key figures
+
+
+def key_figure(out_dir: str | Path, name: str, caption: str, fig: Any = None, dpi: int = 110) -> Path:
+    """Save (or register) a key figure that the report's index shows.
+
+    Parameters
+    ----------
+    out_dir : path
+        The notebook's ``out_dir``; the figure goes to ``out_dir/figures/<name>.png``.
+    name : str
+        File stem; figures are shown in sorted order, so start it with the notebook number.
+    caption : str
+        What the figure shows, stored in ``figures/captions.json``.
+    fig : matplotlib Figure, optional
+        Saved as PNG; when omitted the PNG must already exist (e.g. written by ``save_png``).
+    """
+    folder = Path(out_dir) / FIGURES
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    if fig is not None:
+        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    elif not path.exists():
+        raise ConfigError(f"key figure {path} does not exist; save it first or pass fig")
+    captions_file = folder / CAPTIONS
+    captions = json.loads(captions_file.read_text()) if captions_file.exists() else {}
+    captions[path.name] = caption
+    captions_file.write_text(json.dumps(dict(sorted(captions.items())), indent=1))
+    return path
+
+
+# --------------------------------------------------------------------------- index.html
+
+_STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2rem auto; max-width: 1100px;
+       color: #222; line-height: 1.45; padding: 0 1rem; }
+h1 { font-size: 1.6rem; margin-bottom: .2rem; } h2 { margin-top: 2rem; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; margin: .6rem 0 1.2rem; font-size: .92rem; }
+th, td { border: 1px solid #ccc; padding: .25rem .6rem; text-align: right; }
+th:first-child, td:first-child { text-align: left; } thead th { background: #f3f5f8; }
+td.best { font-weight: 700; background: #eef7ee; }
+.meta td, .meta th { text-align: left; } .muted { color: #666; font-size: .9rem; }
+.status-ok { color: #1b7a1b; font-weight: 600; } .status-failed { color: #b00020; font-weight: 600; }
+.status-skipped { color: #888; }
+.error { border: 2px solid #b00020; background: #fff3f4; padding: .8rem 1rem; border-radius: 6px; }
+.error pre { white-space: pre-wrap; background: #fff; padding: .5rem; border: 1px solid #eee; }
+figure { margin: 1rem 0 2rem; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { color: #444; font-size: .92rem; }
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _table(results: dict[str, Any], metric: str = "accuracy") -> str:
+    """One results dict of :func:`workbench.evaluate.closed_set` / ``open_set`` as an HTML table."""
+    meta = results["meta"]
+    ks = [str(k) for k in meta["k_shots"]]
+    rows = results["methods"]
+    best = {k: max((r[k][metric]["mean"] for n, r in rows.items() if n != "chance"), default=None) for k in ks}
+    head = "".join(f"<th>K = {_e(k)}</th>" for k in ks)
+    body = []
+    for name, per_k in rows.items():
+        cells = []
+        for k in ks:
+            mean, ci = per_k[k][metric]["mean"], per_k[k][metric]["ci"]
+            cls = ' class="best"' if name != "chance" and mean == best[k] else ""
+            cells.append(f"<td{cls}>{mean:.3f} ± {ci:.3f}</td>")
+        body.append(f"<tr><td>{_e(name)}</td>{''.join(cells)}</tr>")
+    caption = (f"{meta['protocol']} {meta['n_way']}-way, W = {meta['window']} TRs — {metric}, mean ± 95% CI over "
+               f"{meta['n_episodes']} episodes, {meta['n_query']} queries per class")  # fmt: skip
+    if meta.get("n_splits"):
+        caption += f", {meta['n_splits']} subject splits"
+    skipped = meta.get("k_shots_skipped") or {}
+    if skipped:
+        caption += "; skipped " + "; ".join(f"K = {k}: {why}" for k, why in skipped.items())
+    return (f"<table><caption class='muted'>{_e(caption)}</caption><thead><tr><th>method</th>{head}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table>")  # fmt: skip
+
+
+def _metrics_section(run_dir: Path) -> str:
+    path = run_dir / "metrics.json"
+    if not path.exists():
+        return "<p class='muted'>No metrics.json: the few-shot notebook did not finish.</p>"
+    metrics = json.loads(path.read_text())
+    parts = []
+    for protocol in ("closed-set", "open-set"):
+        for window, results in metrics.get(protocol, {}).items():
+            parts.append(_table(results))
+    note = ("Nearest-prototype subject identification (support: first half of each run, stride W/4; query: second "
+            "half, stride W). Bold: best non-chance method per K. Baselines: FC fingerprinting (Finn et al. 2015), "
+            "shrinkage LDA on FC, the untrained encoders, chance.")  # fmt: skip
+    return f"<p class='muted'>{_e(note)}</p>" + "".join(parts)
+
+
+def _figures_section(run_dir: Path) -> str:
+    folder = run_dir / FIGURES
+    if not folder.is_dir():
+        return "<p class='muted'>No figures were written.</p>"
+    captions_file = folder / CAPTIONS
+    captions = json.loads(captions_file.read_text()) if captions_file.exists() else {}
+    parts = []
+    for png in sorted(folder.glob("*.png")):
+        caption = captions.get(png.name, png.stem.replace("_", " "))
+        parts.append(f"<figure><img src='figures/{_e(png.name)}' alt='{_e(caption)}'>"
+                     f"<figcaption><b>{_e(png.stem)}</b> — {_e(caption)}</figcaption></figure>")  # fmt: skip
+    return "".join(parts)
+
+
+def _notebooks_section(manifest: dict[str, Any]) -> str:
+    rows = []
+    for nb, record in manifest["notebooks"].items():
+        status = record["status"]
+        links = []
+        if record.get("html"):
+            links.append(f"<a href='{_e(record['html'])}'>HTML</a>")
+            links.append(f"<a href='notebooks/{_e(nb)}.ipynb'>ipynb</a>")
+        wall = f"{record['wall_time_s']:.1f} s" if record.get("wall_time_s") is not None else "–"
+        rows.append(f"<tr><td>{_e(nb)}</td><td class='status-{_e(status)}'>{_e(status)}</td><td>{wall}</td>"
+                    f"<td>{' · '.join(links) or '–'}</td></tr>")  # fmt: skip
+    return ("<table><thead><tr><th>notebook</th><th>status</th><th>wall time</th><th>pages</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>")  # fmt: skip
+
+
+def _error_section(manifest: dict[str, Any]) -> str:
+    error = manifest.get("error")
+    if not error:
+        return ""
+    nb = error["notebook"]
+    cell = error["cell_index"]
+    where = f"cell {cell}" if cell is not None else "an unknown cell"
+    if error.get("execution_count") is not None:
+        where += f" (execution count {error['execution_count']})"
+    source = f"<pre>{_e(error['source'])}</pre>" if error.get("source") else ""
+    return (f"<div class='error'><h2>Failed: notebook {_e(nb)}, {_e(where)}</h2>"
+            f"<p><b>{_e(error['ename'])}</b>: {_e(error['evalue'])}</p>{source}"
+            f"<p>The executed notebook keeps every output up to the failure: "
+            f"<a href='notebooks/{_e(nb)}.html'>{_e(nb)}.html</a> · "
+            f"<a href='notebooks/{_e(nb)}.ipynb'>{_e(nb)}.ipynb</a>. "
+            "Later notebooks were skipped.</p></div>")  # fmt: skip
+
+
+def write_index(run_dir: str | Path, manifest: dict[str, Any]) -> Path:
+    """Write ``run_dir/index.html`` from the manifest and what the notebooks left in ``run_dir``."""
+    run_dir = Path(run_dir)
+    params = manifest["parameters"]
+    dataset = next((p["dataset"] for p in params.values() if "dataset" in p), "–")
+    umaps = sorted(run_dir.glob("umap*.html"))
+    umap_links = " · ".join(f"<a href='{_e(p.name)}'>{_e(p.stem)}</a>" for p in umaps) or "none"
+    status = manifest["status"]
+    commit = manifest["git_commit"] + (" (uncommitted changes)" if manifest.get("git_dirty") else "")
+    wall = manifest.get("wall_time_s")
+    meta_rows = [
+        ("status", f"<span class='status-{_e(status)}'>{_e(status)}</span>"),
+        ("profile", _e(manifest["profile_description"])),
+        ("dataset", _e(dataset)),
+        ("device", _e(manifest["device"])),
+        ("git commit", _e(commit)),
+        ("wall time", f"{wall:.0f} s" if wall is not None else "–"),
+        ("started", _e(manifest["started"])),
+        ("interactive UMAP", umap_links),
+        ("files", "<a href='manifest.json'>manifest.json</a> · <a href='metrics.json'>metrics.json</a>"),
+    ]
+    meta = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in meta_rows)
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Report {_e(manifest['run_id'])}</title><style>{_STYLE}</style></head>
+<body>
+<h1>fMRI Representation Workbench — report {_e(manifest['run_id'])}</h1>
+<table class="meta">{meta}</table>
+{_error_section(manifest)}
+<h2>Few-shot subject identification</h2>
+{_metrics_section(run_dir)}
+<h2>Notebooks</h2>
+{_notebooks_section(manifest)}
+<h2>Key figures</h2>
+{_figures_section(run_dir)}
+</body></html>
+"""
+    path = run_dir / "index.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+__all__ = ["key_figure", "write_index", "write_notebook_html"]
