@@ -310,24 +310,37 @@ class Standardizer:
         """Z-score ``x`` of shape ``(..., R)`` (then each window over axis ``-2``, see
         ``window_norm``); returns float32 of the same shape.
 
-        With ``copy=False`` a writeable float32 ``x`` is overwritten (no new array).
+        With ``copy=False`` and ``window_norm="none"`` a writeable float32 ``x`` is overwritten
+        (no new array).
         """
         if self.mean_ is None or self.std_ is None:
             raise ConfigError("Standardizer is not fitted; call fit(training_windows) first")
         if x.shape[-1] != self.mean_.shape[0]:
             raise DataError(f"data has {x.shape[-1]} ROIs but the Standardizer was fitted on {self.mean_.shape[0]}")
+        if self.window_norm != "none":
+            return self._normalise_windows(x)
         in_place = not copy and isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.writeable
         out = x if in_place else np.array(x, dtype=np.float32)
         out -= self.mean_.astype(np.float32)
         out /= self.std_.astype(np.float32)
-        if self.window_norm != "none":
-            if out.ndim < 2 or out.shape[-2] < 2:
-                raise DataError(f"window_norm={self.window_norm!r} needs windows (..., W >= 2, R), got {out.shape}")
-            out -= out.mean(axis=-2, keepdims=True)
-            if self.window_norm == "zscore":
-                scale = out.std(axis=-2, keepdims=True)
-                out /= np.where(scale > 1e-6, scale, 1.0)
         return out
+
+    def _normalise_windows(self, x: np.ndarray) -> np.ndarray:
+        """Per-window centring (and scaling) in float64, so a large run offset costs no precision.
+
+        Centring each window makes the global mean irrelevant; ``demean`` keeps the global
+        scale, ``zscore`` replaces it by the window's own.
+        """
+        if x.ndim < 2 or x.shape[-2] < 2:
+            raise DataError(f"window_norm={self.window_norm!r} needs windows (..., W >= 2, R), got {x.shape}")
+        out = np.array(x, dtype=np.float64)
+        out -= out.mean(axis=-2, keepdims=True)
+        if self.window_norm == "zscore":
+            scale = out.std(axis=-2, keepdims=True)
+            out /= np.where(scale > 1e-12 * self.std_, scale, np.inf)  # a constant ROI becomes 0
+        else:
+            out /= self.std_
+        return out.astype(np.float32)
 
     def to_dict(self) -> dict[str, list[float]]:
         """Plain lists for a checkpoint."""
