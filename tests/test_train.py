@@ -15,7 +15,6 @@ from workbench.data.windows import WindowSet
 from workbench.errors import CheckpointError, ConfigError
 from workbench.models.base import Method
 from workbench.train import (
-    TrainConfig,
     cosine_schedule,
     load_method,
     make_train_config,

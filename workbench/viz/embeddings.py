@@ -10,8 +10,6 @@ needs a headless Chrome.
 
 from __future__ import annotations
 
-import base64
-import io
 import os
 import secrets
 import warnings
@@ -28,6 +26,7 @@ from matplotlib.figure import Figure
 from plotly.colors import qualitative, unconvert_from_RGB_255, unlabel_rgb
 
 from workbench.errors import ConfigError, DataError
+from workbench.viz.outputs import png_output
 
 MAX_CATEGORIES = 24  # integer labels with at most this many values are drawn as categories
 NEIGHBOUR_METRICS = ("euclidean", "cosine")
@@ -295,18 +294,6 @@ def nearest_neighbours(
     distances[index] = np.inf
     order = np.argsort(distances, kind="stable")[:k]
     return order, distances[order]
-
-
-def png_output(fig: Figure) -> dict[str, Any]:
-    """A Jupyter ``display_data`` output holding ``fig`` as PNG (works with any backend)."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80)
-    return {
-        "output_type": "display_data",
-        "data": {"image/png": base64.b64encode(buffer.getvalue()).decode("ascii"),
-                 "text/plain": "<figure>"},
-        "metadata": {},
-    }
 
 
 def _html_output(table: pd.DataFrame, caption: str) -> dict[str, Any]:

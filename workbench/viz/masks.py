@@ -10,8 +10,6 @@ The masks follow Dong et al., Brain-JEPA, NeurIPS 2024 (arXiv:2409.19407); see
 
 from __future__ import annotations
 
-import base64
-import io
 from dataclasses import fields
 from typing import Any
 
@@ -25,6 +23,7 @@ from matplotlib.patches import Patch
 
 from workbench.errors import WorkbenchError
 from workbench.masks import KINDS, MaskConfig, Masks, SpatiotemporalMaskCollator
+from workbench.viz.outputs import png_output
 
 COLOURS = {
     "dropped": "#e6e6e6",
@@ -242,20 +241,6 @@ def render_masks(
     return fig, stats
 
 
-def _png_output(fig: Figure) -> dict[str, Any]:
-    """A Jupyter ``display_data`` output holding ``fig`` as PNG (works with any backend)."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80)
-    return {
-        "output_type": "display_data",
-        "data": {
-            "image/png": base64.b64encode(buffer.getvalue()).decode("ascii"),
-            "text/plain": "<mask figure>",
-        },
-        "metadata": {},
-    }
-
-
 class MaskInspector:
     """Sliders for every :class:`~workbench.masks.MaskConfig` field and the seed; redraws on change.
 
@@ -335,7 +320,7 @@ class MaskInspector:
             self.output.outputs = ({"output_type": "stream", "name": "stderr", "text": message},)
             return
         self.error = None
-        self.output.outputs = (_png_output(self.figure),)
+        self.output.outputs = (png_output(self.figure),)
 
     def _on_change(self, change: dict[str, Any]) -> None:
         self.redraw()
