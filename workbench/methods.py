@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING
+
 from workbench.errors import ConfigError
-from workbench.models.base import Method
+
+if TYPE_CHECKING:  # the registry itself needs no torch, so `workbench data` starts fast
+    from workbench.models.base import Method
 
 _FAMILIES: dict[str, str] = {
     "fewshot": "workbench.models.fewshot:FewShot",
@@ -27,9 +32,7 @@ def get_method(name: str) -> type[Method]:
     if name not in _FAMILIES:
         raise ConfigError(f"unknown method {name!r}; choose one of {available()}")
     module_name, cls_name = _FAMILIES[name].split(":")
-    import importlib
-
     return getattr(importlib.import_module(module_name), cls_name)
 
 
-__all__ = ["Method", "available", "get_method"]
+__all__ = ["available", "get_method"]

@@ -27,8 +27,6 @@ import inspect
 from typing import Any, Callable
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
-from scipy.signal import lfilter
 
 from workbench.data.recording import Recording
 from workbench.errors import ConfigError
@@ -88,6 +86,8 @@ def _ar1(innovations: np.ndarray, coef: float) -> np.ndarray:
     """
     gain = np.sqrt(1.0 - coef**2)
     initial = (1.0 - gain) * innovations[:1]  # makes x_0 = e_0 (direct form II state)
+    from scipy.signal import lfilter  # imported here: scipy.signal costs a second at start-up
+
     filtered, _ = lfilter([gain], [1.0, -coef], innovations, axis=0, zi=initial)
     return filtered
 
@@ -215,6 +215,8 @@ def continuous_y(
 def _smooth_maps(rng: np.random.Generator, count: int, grid: tuple[int, int, int]) -> np.ndarray:
     """``count`` smoothed Gaussian random fields ``(count, X, Y, Z)`` scaled to max |value| 1."""
     noise = rng.standard_normal((count, *grid))
+    from scipy.ndimage import gaussian_filter
+
     maps = gaussian_filter(noise, sigma=(0, *(3 * [_MAP_SMOOTHING])), mode="nearest")
     return maps / np.abs(maps).max(axis=(1, 2, 3), keepdims=True)
 
