@@ -124,6 +124,19 @@ def test_same_seed_same_weights(tmp_path, windows, toy_registered):
     assert torch.equal(runs[0], runs[1])
 
 
+def test_deterministic_kernels_during_training_only(tmp_path, windows, toy_registered):
+    seen = []
+    for deterministic in (True, False):
+        torch.manual_seed(0)
+        m = Toy(ToyConfig(), 5, 10)
+        loss = m.training_loss
+        m.training_loss = lambda batch: (seen.append(torch.are_deterministic_algorithms_enabled()), loss(batch))[1]
+        cfg = make_train_config(m, epochs=1, device="cpu", deterministic=deterministic)
+        train(m, windows, cfg, tmp_path / str(deterministic), progress=False)
+        assert not torch.are_deterministic_algorithms_enabled()  # the caller's setting is restored
+    assert seen[0] is True and seen[-1] is False
+
+
 def test_resume_reproduces_the_uninterrupted_run(tmp_path, windows, toy_registered):
     torch.manual_seed(0)
     straight = Toy(ToyConfig(), 5, 10)

@@ -18,10 +18,10 @@ import math
 import os
 import tempfile
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -61,6 +61,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     amp: bool = True  # bf16 autocast on CUDA (ignored elsewhere)
     window_norm: str = "zscore"  # none | demean | zscore: each window's ROIs over its frames (Standardizer)
+    deterministic: bool = True  # torch's deterministic kernels: same seed, same weights bit for bit
     seed: int = 0
 
 
@@ -279,9 +280,40 @@ def train(
     resume : bool
         Continue from ``out_dir/checkpoint.pt`` when present.
     """
+    with deterministic_algorithms(config.deterministic):
+        return _train(method, train_windows, config, Path(out_dir), standardizer, progress, resume)
+
+
+@contextmanager
+def deterministic_algorithms(enabled: bool) -> Iterator[None]:
+    """Use torch's deterministic kernels inside the block; the previous setting is restored after.
+
+    Some CPU kernels (e.g. the backward of indexing) otherwise add in a thread-dependent order,
+    so two runs with the same seed differ in the last bits. Where no deterministic kernel
+    exists torch warns instead of failing (``warn_only``); on CUDA the cuBLAS workspace is
+    pinned as torch's reproducibility notes require.
+    """
+    previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+
+
+def _train(
+    method: Method,
+    train_windows: WindowSet,
+    config: TrainConfig,
+    out_dir: Path,
+    standardizer: Standardizer | None,
+    progress: bool,
+    resume: bool,
+) -> TrainResult:
     from tqdm.auto import tqdm
 
-    out_dir = Path(out_dir)
     ckpt_path = out_dir / CHECKPOINT_NAME
     if config.batch_size < 1 or config.grad_accum < 1 or config.epochs < 1:
         raise ConfigError("train config: epochs, batch_size and grad_accum must be >= 1")
