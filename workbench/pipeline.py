@@ -121,11 +121,17 @@ class TrainedFactory:
         make_train_config(cls, **self.train_overrides)
 
     def run_dir(self, windows: WindowSet) -> Path:
-        """The cache folder of a training on ``windows`` with these settings."""
-        settings = json.dumps(
-            [self.preset, self.overrides, {k: v for k, v in self.train_overrides.items() if k != "device"}],
-            sort_keys=True, default=str,
-        )
+        """The cache folder of a training on ``windows`` with these settings.
+
+        The digest covers the windows, the *resolved* family config (so a changed default or
+        preset never reuses a stale run), the family's engine defaults and the overrides.
+        """
+        import dataclasses
+
+        cls = get_method(self.method)
+        resolved = dataclasses.asdict(cls.make_config(self.preset, **self.overrides))
+        engine = {k: v for k, v in self.train_overrides.items() if k != "device"}
+        settings = json.dumps([resolved, cls.train_defaults, engine], sort_keys=True, default=str)
         digest = hashlib.sha256((windows_digest(windows) + settings).encode()).hexdigest()[:10]
         return self.run_root / f"{self.method}-{digest}"
 
