@@ -1,4 +1,4 @@
-"""`workbench train` and `workbench evaluate` end to end on a small synthetic catalog."""
+"""`workbench train` and `workbench evaluate` end to end on a small synthetic catalog; `report` errors."""
 
 from __future__ import annotations
 
@@ -84,3 +84,9 @@ def test_split_settings_routes_keys_by_owner():
     assert family == {"depth": 2, "patch_size": 8} and engine == {"lr": 1e-3, "seed": 1}
     with pytest.raises(ConfigError, match="dept"):
         split_settings("jepa", {"dept": 2})
+
+
+def test_report_refuses_an_unknown_parameter_before_running(tmp_path, capsys):
+    assert main(["report", "--profile", "tiny", "-p", "windowz=40", "--out", str(tmp_path)]) == 2
+    assert "windowz" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing was executed or written
