@@ -134,6 +134,7 @@ def test_notebook_html_is_offline_and_drops_widgets(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_failing_cell_is_named_in_index_and_raises(tmp_path: Path, use_neurolib_cache: Path) -> None:
     with pytest.raises(ReportError, match="01_data_inspection failed at cell \\d+: CatalogError") as info:
         run_report("tiny", dataset="no-such-dataset", out=tmp_path, run_id="broken", progress=False)
@@ -161,6 +162,7 @@ def test_failing_cell_is_named_in_index_and_raises(tmp_path: Path, use_neurolib_
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_manifest_fields(tiny_report: Path) -> None:
     manifest = json.loads((tiny_report / "manifest.json").read_text())
     for key in ("run_id", "profile", "git_commit", "versions", "device", "datasets", "parameters",
@@ -185,6 +187,7 @@ def test_manifest_fields(tiny_report: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_index_links_everything(tiny_report: Path) -> None:
     index = (tiny_report / "index.html").read_text()
     for nb in NOTEBOOKS:
@@ -196,6 +199,7 @@ def test_index_links_everything(tiny_report: Path) -> None:
         assert f"figures/{png.name}" in index
 
 
+@pytest.mark.slow
 @pytest.mark.slow
 def test_same_seed_gives_identical_metrics(tiny_report: Path, tmp_path: Path, use_neurolib_cache: Path) -> None:
     """05 run again into a fresh folder (so every encoder is retrained) writes the same file."""
