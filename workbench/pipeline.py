@@ -11,6 +11,7 @@ checkpoints and a finished run is never trained twice.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -26,6 +27,7 @@ from workbench.methods import get_method
 from workbench.models.base import Method
 from workbench.train import (
     CHECKPOINT_NAME,
+    TrainConfig,
     TrainResult,
     build_method,
     load_method,
@@ -126,8 +128,6 @@ class TrainedFactory:
         The digest covers the windows, the *resolved* family config (so a changed default or
         preset never reuses a stale run), the family's engine defaults and the overrides.
         """
-        import dataclasses
-
         cls = get_method(self.method)
         resolved = dataclasses.asdict(cls.make_config(self.preset, **self.overrides))
         engine = {k: v for k, v in self.train_overrides.items() if k != "device"}
@@ -188,10 +188,6 @@ def split_settings(method: str, values: dict[str, Any]) -> tuple[dict[str, Any],
     :class:`~workbench.train.TrainConfig` to the engine; any other key is a ConfigError
     that lists both sets of valid keys.
     """
-    import dataclasses
-
-    from workbench.train import TrainConfig
-
     family = {f.name for f in dataclasses.fields(get_method(method).Config)}
     engine = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(values) - family - engine)
