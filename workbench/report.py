@@ -322,6 +322,7 @@ def run_report(
                 str(NOTEBOOK_DIR / f"{nb}.ipynb"), str(executed), parameters=plan[nb], kernel_name="python3",
                 cwd=str(NOTEBOOK_DIR), execution_timeout=PROFILES[profile].cell_timeout,
                 progress_bar=progress, log_output=False,
+                extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no kernel start-up chatter on the console
             )  # fmt: skip
             record["status"] = "ok"
         except Exception as exc:  # papermill, nbclient timeouts, dead kernels: all end the run here
