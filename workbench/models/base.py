@@ -28,7 +28,8 @@ class Method(nn.Module):
 
     Subclasses set ``name``, ``Config`` (a dataclass whose defaults come from the
     seed), optionally ``presets`` (name -> dict of overrides) and ``train_defaults``
-    (overrides of :class:`workbench.train.TrainConfig`), and build their network in
+    (overrides of :class:`workbench.train.TrainConfig`; an instance may refine them in
+    ``__init__`` when they depend on the config), and build their network in
     ``__init__(self, config, n_rois, n_timepoints)``.
     """
 
