@@ -256,11 +256,8 @@ def evaluate_run(run: str | Path, dataset: str, out: str | Path, k_shots: tuple[
     results, metrics_path, figure_path
         The closed-set results and the written ``metrics.json`` and ``accuracy_vs_k.png``.
     """
-    import matplotlib
+    import matplotlib.pyplot  # no backend is forced: a headless machine falls back to Agg itself
 
-    import matplotlib.pyplot
-
-    matplotlib.use("Agg")
     from workbench.catalog import load_recordings
     from workbench.evaluate import closed_set, save_metrics
     from workbench.viz.fewshot import plot_k_curves, results_frame

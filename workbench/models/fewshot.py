@@ -277,7 +277,7 @@ class FewShot(Method):
         "warmup_steps": 0,
         "clip_grad": 1.0,
     }
-    CONNECTOME_LR = 1e-3  # the per-edge weights need a larger step than the Transformer
+    CONNECTOME_LR = 1e-3  # connectome and hybrid: the edge weights need a larger step than the Transformer
 
     def __init__(self, config: FewShotConfig, n_rois: int, n_timepoints: int) -> None:
         super().__init__(config, n_rois, n_timepoints)

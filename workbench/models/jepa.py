@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 import numpy as np
@@ -104,13 +104,14 @@ class BrainJEPAConfig:
     ema_end: float = 1.0  # ... and at the last
     gradient_checkpointing: bool = False  # recompute block activations in backward (saves memory)
     init_std: float = 0.02
-    enc_mask_scale: tuple[float, float] = (0.84, 1.0)
-    pred_mask_R_scale: tuple[float, float] = (0.45, 0.6)
-    pred_mask_T_roi_scale: tuple[float, float] = (0.2, 0.6)
-    pred_mask_R_roi_scale: tuple[float, float] = (0.15, 0.3)
-    pred_mask_T_scale: tuple[float, float] = (0.0, 0.4)
-    min_keep: int = 4
-    allow_overlap: bool = False
+    # the collator's settings, flat so that `--set pred_mask_T_scale=[0, 0.3]` works; defaults: MaskConfig
+    enc_mask_scale: tuple[float, float] = MaskConfig.enc_mask_scale
+    pred_mask_R_scale: tuple[float, float] = MaskConfig.pred_mask_R_scale
+    pred_mask_T_roi_scale: tuple[float, float] = MaskConfig.pred_mask_T_roi_scale
+    pred_mask_R_roi_scale: tuple[float, float] = MaskConfig.pred_mask_R_roi_scale
+    pred_mask_T_scale: tuple[float, float] = MaskConfig.pred_mask_T_scale
+    min_keep: int = MaskConfig.min_keep
+    allow_overlap: bool = MaskConfig.allow_overlap
 
     def __post_init__(self) -> None:
         if self.pos_embed not in POS_EMBEDS:
@@ -135,16 +136,8 @@ class BrainJEPAConfig:
             )
 
     def mask_config(self) -> MaskConfig:
-        """The collator's settings from the ``*_scale``, ``min_keep`` and ``allow_overlap`` fields."""
-        return MaskConfig(
-            enc_mask_scale=self.enc_mask_scale,
-            pred_mask_R_scale=self.pred_mask_R_scale,
-            pred_mask_T_roi_scale=self.pred_mask_T_roi_scale,
-            pred_mask_R_roi_scale=self.pred_mask_R_roi_scale,
-            pred_mask_T_scale=self.pred_mask_T_scale,
-            min_keep=self.min_keep,
-            allow_overlap=self.allow_overlap,
-        )
+        """The collator's settings: every :class:`MaskConfig` field, read from this config."""
+        return MaskConfig(**{f.name: getattr(self, f.name) for f in fields(MaskConfig)})
 
 
 def ema_momentum(step: int, total_steps: int, start: float = 0.996, end: float = 1.0) -> float:
