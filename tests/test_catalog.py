@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from workbench.catalog import (
+from workbench.data.catalog import (
     DEFAULT_CATALOG,
     dataset_checksums,
     describe,

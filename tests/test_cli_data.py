@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workbench.catalog import load_catalog
+from workbench.data.catalog import load_catalog
 from workbench.cli import main
 
 

@@ -8,7 +8,7 @@ from scipy.special import softmax
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score, roc_curve
 
 from workbench.errors import ConfigError, DataError
-from workbench.evaluate import EpisodeResult, equal_error_rate, ovr_roc_auc, run_episodes
+from workbench.evaluation import EpisodeResult, equal_error_rate, ovr_roc_auc, run_episodes
 
 
 def _cohort(n_classes=6, n_support=30, n_query=8, dim=16, spread=0.3, seed=0):

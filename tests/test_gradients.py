@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from workbench.errors import DataError
-from workbench.models.gradients import (
+from workbench.models.jepa.gradients import (
     DisconnectedAffinityError,
     diffusion_map_gradients,
     group_fc,

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from workbench.errors import ConfigError, DataError
-from workbench.masks import SpatiotemporalMaskCollator
+from workbench.models.jepa.masks import SpatiotemporalMaskCollator
 from workbench.methods import get_method
 from workbench.models.blocks import sincos_1d
-from workbench.models.finetune import finetune
-from workbench.models.jepa import (
+from workbench.models.jepa.finetune import finetune
+from workbench.models.jepa.model import (
     BrainJEPA,
     GridPositionalEmbedding,
     ema_momentum,

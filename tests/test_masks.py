@@ -9,7 +9,7 @@ import torch
 
 from workbench.config import config_from_dict
 from workbench.errors import ConfigError
-from workbench.masks import KINDS, MaskConfig, Masks, SpatiotemporalMaskCollator
+from workbench.models.jepa.masks import KINDS, MaskConfig, Masks, SpatiotemporalMaskCollator
 
 # (n_rois, n_time_patches, seeds): 200 seeds per grid, 50 on the 4,500-token grid to stay fast
 GRIDS = [(8, 4, 200), (5, 3, 200), (30, 7, 200), (94, 10, 200), (450, 10, 50)]

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from workbench.report import PROFILES, run_report
-from workbench.report_params import NOTEBOOK_DIR, NOTEBOOKS
+from workbench.report.params import NOTEBOOK_DIR, NOTEBOOKS
 
 TINY = PROFILES["tiny"].params
 _RUNS: dict[str, Path] = {}

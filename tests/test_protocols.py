@@ -10,7 +10,7 @@ import pytest
 
 from workbench.data.recording import Recording
 from workbench.errors import ConfigError, DataError
-from workbench.evaluate import (
+from workbench.evaluation import (
     closed_set,
     embed_windows,
     fc_features,

@@ -13,8 +13,8 @@ from test_notebooks import tiny_report_dir
 
 from workbench.errors import ConfigError, WorkbenchError
 from workbench.report import PROFILES, ReportError, run_report
-from workbench.report_html import key_figure, write_notebook_html
-from workbench.report_params import (
+from workbench.report.html import key_figure, write_notebook_html
+from workbench.report.params import (
     NOTEBOOKS,
     declared_parameters,
     parse_cli_params,

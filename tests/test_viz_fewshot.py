@@ -12,7 +12,7 @@ from scipy.stats import norm
 
 from workbench.data.recording import Recording
 from workbench.errors import ConfigError, DataError
-from workbench.evaluate import closed_set
+from workbench.evaluation import closed_set
 from workbench.viz.fewshot import (
     plot_k_curves,
     plot_roc_det,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from workbench.masks import KINDS, MaskConfig, SpatiotemporalMaskCollator
+from workbench.models.jepa.masks import KINDS, MaskConfig, SpatiotemporalMaskCollator
 from workbench.viz.masks import (
     MaskInspector,
     coverage_stats,

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from workbench.catalog import Catalog, Entry, describe, fetch, load_catalog
+from workbench.data.catalog import Catalog, Entry, describe, fetch, load_catalog
 from workbench.data.sources import member_status, registry_dir
 from workbench.errors import WorkbenchError
 
@@ -195,9 +195,9 @@ def _add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from workbench.evaluate import results_table
+    from workbench.evaluation import results_table
     from workbench.pipeline import evaluate_run
-    from workbench.report_params import split_list
+    from workbench.report.params import split_list
 
     results, metrics, figure = evaluate_run(
         args.checkpoint, args.dataset, args.out, tuple(split_list(args.k_shots, int, "--k-shots")),
@@ -227,7 +227,7 @@ def _add_report_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from workbench.report import run_report
-    from workbench.report_params import parse_cli_params
+    from workbench.report.params import parse_cli_params
 
     folder = run_report(profile=args.profile, dataset=args.dataset, methods=args.methods, device=args.device,
                         out=args.out, params=parse_cli_params(args.param), run_id=args.run_id,

@@ -224,7 +224,7 @@ def train_on_dataset(method: str, dataset: str, out: str | Path, window: int = 4
         Which windows train (see :func:`training_windows`): ``"closed"`` keeps every second
         half unseen, so the same dataset can be evaluated closed-set afterwards.
     """
-    from workbench.catalog import load_recordings
+    from workbench.data.catalog import load_recordings
 
     overrides, train_overrides = split_settings(method, dict(settings or {}))
     cls = get_method(method)
@@ -258,8 +258,8 @@ def evaluate_run(run: str | Path, dataset: str, out: str | Path, k_shots: tuple[
     """
     import matplotlib.pyplot  # no backend is forced: a headless machine falls back to Agg itself
 
-    from workbench.catalog import load_recordings
-    from workbench.evaluate import closed_set, save_metrics
+    from workbench.data.catalog import load_recordings
+    from workbench.evaluation import closed_set, save_metrics
     from workbench.viz.fewshot import plot_k_curves, results_frame
 
     run = Path(run)

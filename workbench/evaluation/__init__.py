@@ -1,4 +1,67 @@
-"""Honest few-shot subject identification: pools, episodes, metrics, baselines, protocols, probe.
+"""Evaluation of frozen representations: few-shot identification, baselines and probes.
 
-The public API is re-exported by :mod:`workbench.evaluate`.
+Subject identification follows DESIGN.md ("Evaluation: honest by construction"):
+support windows from the first part of each run, query windows from the second,
+nearest prototype over 600 episodes, accuracy / macro-F1 / ROC-AUC / EER with
+95 % intervals, FC fingerprinting (Finn et al. 2015), shrinkage LDA on FC and
+chance in every table. Encoders enter as factories, so this module knows nothing
+about models::
+
+    from workbench.evaluation import closed_set, results_table
+    results = closed_set(recordings, window=40, factories={"untrained": factory})
+    print(results_table(results))
+
 """
+
+from workbench.evaluation.baselines import (
+    BASELINES,
+    chance_summary,
+    fc_features,
+    fc_fingerprint_factory,
+    lda_fc_factory,
+)
+from workbench.evaluation.episodes import METRICS, EpisodeResult, run_episodes
+from workbench.evaluation.metrics import (
+    accuracy,
+    equal_error_rate,
+    macro_f1,
+    ovr_roc_auc,
+    summarise,
+)
+from workbench.evaluation.pools import (
+    EmbedFn,
+    EncoderFactory,
+    embed_windows,
+    identification_pools,
+    subjects_of,
+    support_stride,
+)
+from workbench.evaluation.probe import linear_probe
+from workbench.evaluation.protocols import closed_set, open_set, results_table, save_metrics
+
+__all__ = [
+    "BASELINES",
+    "METRICS",
+    "EmbedFn",
+    "EncoderFactory",
+    "EpisodeResult",
+    "accuracy",
+    "chance_summary",
+    "closed_set",
+    "embed_windows",
+    "equal_error_rate",
+    "fc_features",
+    "fc_fingerprint_factory",
+    "identification_pools",
+    "lda_fc_factory",
+    "linear_probe",
+    "macro_f1",
+    "open_set",
+    "ovr_roc_auc",
+    "results_table",
+    "run_episodes",
+    "save_metrics",
+    "subjects_of",
+    "summarise",
+    "support_stride",
+]

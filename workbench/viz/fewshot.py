@@ -1,7 +1,7 @@
 """Few-shot identification results as tables and figures (the few-shot notebook).
 
-Input is the plain-JSON output of :func:`workbench.evaluate.closed_set` /
-:func:`~workbench.evaluate.open_set` (``metrics.json``)::
+Input is the plain-JSON output of :func:`workbench.evaluation.closed_set` /
+:func:`~workbench.evaluation.open_set` (``metrics.json``)::
 
     {"meta": {"protocol", "window", "n_way", "n_episodes", ...},
      "methods": {method: {str(k): {metric: {"mean": float, "ci": float}}}}}
@@ -38,7 +38,7 @@ def results_frame(results_by_window: Mapping[int, dict[str, Any]] | Iterable[dic
     Parameters
     ----------
     results_by_window : mapping of int to dict, or iterable of dict
-        Results of :func:`~workbench.evaluate.closed_set` / :func:`~workbench.evaluate.open_set`,
+        Results of :func:`~workbench.evaluation.closed_set` / :func:`~workbench.evaluation.open_set`,
         e.g. ``{20: results_w20, 40: results_w40}``. The window is read from
         ``meta["window"]``; a mapping key that disagrees with it raises :class:`DataError`.
 

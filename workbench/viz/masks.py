@@ -5,7 +5,7 @@ pyplot (no global figure state; display them with IPython's ``display`` or save 
 :class:`MaskInspector` wraps :func:`render_masks` in ipywidgets sliders for the mask notebook.
 
 The masks follow Dong et al., Brain-JEPA, NeurIPS 2024 (arXiv:2409.19407); see
-:mod:`workbench.masks` for their semantics.
+:mod:`workbench.models.jepa.masks` for their semantics.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from workbench.errors import WorkbenchError
-from workbench.masks import KINDS, MaskConfig, Masks, SpatiotemporalMaskCollator
+from workbench.models.jepa.masks import KINDS, MaskConfig, Masks, SpatiotemporalMaskCollator
 from workbench.viz.outputs import png_output
 
 COLOURS = {
@@ -49,7 +49,7 @@ def plot_mask_grid(masks: Masks, b: int = 0, ax: Axes | None = None) -> Axes:
     Parameters
     ----------
     masks : Masks
-        Output of :class:`~workbench.masks.SpatiotemporalMaskCollator`.
+        Output of :class:`~workbench.models.jepa.masks.SpatiotemporalMaskCollator`.
     b : int
         Sample of the batch.
     ax : Axes, optional
@@ -129,7 +129,7 @@ def coverage_stats(
     dict
         - ``"n_samples"``: ``n_draws · batch_size``.
         - ``"counts"``: ``{name: {"mean", "std"}}`` token counts per sample for ``"context"``,
-          each kind of :data:`~workbench.masks.KINDS` (0 when dropped) and ``"targets"``
+          each kind of :data:`~workbench.models.jepa.masks.KINDS` (0 when dropped) and ``"targets"``
           (tokens in any kind).
         - ``"kind_frequency"``: ``{kind: fraction of batches holding it}``.
         - ``"p_context"``, ``"p_target"``: (R, P) probability of a token being context / in
@@ -242,7 +242,7 @@ def render_masks(
 
 
 class MaskInspector:
-    """Sliders for every :class:`~workbench.masks.MaskConfig` field and the seed; redraws on change.
+    """Sliders for every :class:`~workbench.models.jepa.masks.MaskConfig` field and the seed; redraws on change.
 
     Attributes
     ----------

@@ -52,7 +52,7 @@ from workbench.data.sources import (
 from workbench.data.synthetic import GENERATORS, generate
 from workbench.errors import CatalogError, DataError
 
-DEFAULT_CATALOG = Path(__file__).resolve().parent.parent / "data_catalog.yaml"
+DEFAULT_CATALOG = Path(__file__).resolve().parents[2] / "data_catalog.yaml"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _PINNED_VERSION = re.compile(r"^[0-9][0-9A-Za-z.+!-]*$")
 

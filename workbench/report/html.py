@@ -135,7 +135,7 @@ def _e(value: Any) -> str:
 
 
 def _table(results: dict[str, Any], metric: str = "accuracy") -> str:
-    """One results dict of :func:`workbench.evaluate.closed_set` / ``open_set`` as an HTML table."""
+    """One results dict of :func:`workbench.evaluation.closed_set` / ``open_set`` as an HTML table."""
     meta = results["meta"]
     ks = [str(k) for k in meta["k_shots"]]
     rows = results["methods"]

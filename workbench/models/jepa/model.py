@@ -31,10 +31,10 @@ coordinates on the first ``k`` connectivity gradients, repeated over the time pa
 min-max scaled to ``[-1, 1]`` over the whole tensor (as the reference). Encoder and
 predictor each own their projection. The ``(R, k)`` gradients are a buffer fitted by
 :meth:`BrainJEPA.prepare` on the training windows (diffusion map of the group FC, see
-:mod:`workbench.models.gradients`) or read from ``gradients_csv``; checkpoints carry it.
+:mod:`workbench.models.jepa.gradients`) or read from ``gradients_csv``; checkpoints carry it.
 ``pos_embed="sincos2d"`` (the paper's ablation) uses sin-cos of the ROI index instead.
 
-Objective. The collator (:mod:`workbench.masks`) draws one context and up to three target
+Objective. The collator (:mod:`workbench.models.jepa.masks`) draws one context and up to three target
 kinds (Cross-ROI, Cross-Time, Double-Cross) per batch, from a generator seeded by the
 torch global RNG (which the engine reseeds every step, so a resumed run draws the same
 masks). All target kinds are predicted in **one** predictor pass: their tokens are
@@ -51,7 +51,7 @@ step, so resumed runs follow the same schedule.
 
 Downstream. :meth:`BrainJEPA.embed` runs the target encoder over all tokens, averages them
 and applies a LayerNorm without affine parameters (the reference's ``fc_norm``, whose
-learned affine belongs to a downstream head). :func:`workbench.models.finetune.finetune`
+learned affine belongs to a downstream head). :func:`workbench.models.jepa.finetune.finetune`
 trains a head on top.
 """
 
@@ -68,10 +68,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from workbench.errors import ConfigError, DataError
-from workbench.masks import MaskConfig, SpatiotemporalMaskCollator
+from workbench.models.jepa.masks import MaskConfig, SpatiotemporalMaskCollator
 from workbench.models.base import Method
 from workbench.models.blocks import sincos_1d
-from workbench.models.gradients import (
+from workbench.models.jepa.gradients import (
     DisconnectedAffinityError,
     diffusion_map_gradients,
     group_fc,
@@ -354,8 +354,8 @@ class BrainJEPA(Method):
         """Fit the ``(R, k)`` gradient buffer on training windows ``(N, T, R)``.
 
         Reads ``gradients_csv`` when set (its first ``k`` columns), otherwise computes
-        :func:`~workbench.models.gradients.group_fc` of the windows and its
-        :func:`~workbench.models.gradients.diffusion_map_gradients`. If the affinity
+        :func:`~workbench.models.jepa.gradients.group_fc` of the windows and its
+        :func:`~workbench.models.jepa.gradients.diffusion_map_gradients`. If the affinity
         graph is disconnected at ``gradient_sparsity`` (few ROIs, noisy FC), the
         sparsity is lowered in steps of 0.1 until it is connected, with a warning.
         Nothing to fit for ``pos_embed="sincos2d"``.

@@ -26,7 +26,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from torch import nn
 
 from workbench.errors import ConfigError, DataError
-from workbench.models.jepa import BrainJEPA, pool_tokens, windows_to_image
+from workbench.models.jepa.model import BrainJEPA, pool_tokens, windows_to_image
 
 TASKS = ("classification", "regression")
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from workbench.errors import ConfigError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 NOTEBOOKS = ("01_data_inspection", "02_masks", "03_train", "04_embeddings", "05_fewshot")
 

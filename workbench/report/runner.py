@@ -17,8 +17,8 @@ Parameters are plain literals in each notebook's cell tagged ``parameters``; a p
 notebook declares is refused before anything runs; each notebook receives only the
 parameters it declares.
 
-The notebooks' parameter language lives in :mod:`workbench.report_params`, the HTML pages
-and the key-figure bookkeeping in :mod:`workbench.report_html`.
+The notebooks' parameter language lives in :mod:`workbench.report.params`, the HTML pages
+and the key-figure bookkeeping in :mod:`workbench.report.html`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import ConfigError, WorkbenchError
-from workbench.report_params import (
+from workbench.report.params import (
     NOTEBOOK_DIR,
     NOTEBOOKS,
     PROJECT_ROOT,
@@ -161,7 +161,7 @@ def _device_text(device: str) -> str:
 
 
 def _checksums(plan: dict[str, dict[str, Any]]) -> dict[str, dict[str, str]]:
-    from workbench.catalog import dataset_checksums
+    from workbench.data.catalog import dataset_checksums
 
     names = {p[k] for p in plan.values() for k in ("dataset", "nifti_dataset") if p.get(k)}
     out = {}
@@ -274,7 +274,7 @@ def run_report(
     import papermill
     from tqdm.auto import tqdm
 
-    from workbench.report_html import write_index, write_notebook_html
+    from workbench.report.html import write_index, write_notebook_html
 
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
