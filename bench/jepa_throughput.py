@@ -43,11 +43,12 @@ def run_one(device: str, preset: str, n_rois: int, n_frames: int, batch: int, st
     import numpy as np
     import torch
 
+    from workbench.data.spec import DataSpec
     from workbench.models.jepa import BrainJEPA
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    method = BrainJEPA(BrainJEPA.make_config(preset), n_rois, n_frames)
+    method = BrainJEPA(BrainJEPA.make_config(preset), DataSpec(n_rois, n_frames))
     rng = np.random.default_rng(0)
     windows = rng.standard_normal((16, n_frames, 4)) @ rng.standard_normal((4, n_rois))
     method.prepare((windows + rng.standard_normal((16, n_frames, n_rois))).astype(np.float32))
@@ -76,9 +77,15 @@ def run_one(device: str, preset: str, n_rois: int, n_frames: int, batch: int, st
     seconds = (time.perf_counter() - start) / steps
     peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else _peak_rss_mb()
     return {
-        "device": device, "preset": preset, "grid": f"{n_rois}x{n_frames}",
-        "tokens": n_rois * method.n_time_patches, "batch": batch, "steps": steps,
-        "s_per_step": seconds, "samples_per_s": batch / seconds, "peak_mb": peak,
+        "device": device,
+        "preset": preset,
+        "grid": f"{n_rois}x{n_frames}",
+        "tokens": n_rois * method.n_time_patches,
+        "batch": batch,
+        "steps": steps,
+        "s_per_step": seconds,
+        "samples_per_s": batch / seconds,
+        "peak_mb": peak,
         "params_m": sum(p.numel() for p in method.encoder.parameters()) / 1e6,
     }
 
@@ -106,11 +113,20 @@ def main() -> None:
             n_rois, n_frames = (int(v) for v in grid.split("x"))
             for preset in args.presets:
                 batch, steps = SETTINGS[device][preset]
-                spec = dict(device=device, preset=preset, n_rois=n_rois, n_frames=n_frames,
-                            batch=batch, steps=steps, threads=args.threads)
+                spec = dict(
+                    device=device,
+                    preset=preset,
+                    n_rois=n_rois,
+                    n_frames=n_frames,
+                    batch=batch,
+                    steps=steps,
+                    threads=args.threads,
+                )
                 done = subprocess.run(
                     [sys.executable, __file__, "--worker", json.dumps(spec)],
-                    capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+                    capture_output=True,
+                    text=True,
+                    env={**os.environ, "PYTHONWARNINGS": "ignore"},
                 )
                 if done.returncode != 0:
                     print(f"{device} {preset} {grid} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
@@ -119,14 +135,21 @@ def main() -> None:
                 r = rows[-1]
                 print(f"  done {device} {preset} {grid}: {r['samples_per_s']:.2f} samples/s", file=sys.stderr)
     load = os.getloadavg()[0]
-    print(f"\nBrain-JEPA training throughput (CPU threads {args.threads}, load average {load:.1f}; "
-          "memory: CPU peak RSS, CUDA max allocated)")
-    header = f"{'device':6} {'preset':6} {'grid':8} {'tokens':>6} {'enc M':>6} {'batch':>5} {'s/step':>8} {'samples/s':>9} {'peak MB':>8}"
+    print(
+        f"\nBrain-JEPA training throughput (CPU threads {args.threads}, load average {load:.1f}; "
+        "memory: CPU peak RSS, CUDA max allocated)"
+    )
+    header = (
+        f"{'device':6} {'preset':6} {'grid':8} {'tokens':>6} {'enc M':>6} {'batch':>5} {'s/step':>8} "
+        f"{'samples/s':>9} {'peak MB':>8}"
+    )
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['device']:6} {r['preset']:6} {r['grid']:8} {r['tokens']:6d} {r['params_m']:6.2f} {r['batch']:5d} "
-              f"{r['s_per_step']:8.2f} {r['samples_per_s']:9.2f} {r['peak_mb']:8.0f}")
+        print(
+            f"{r['device']:6} {r['preset']:6} {r['grid']:8} {r['tokens']:6d} {r['params_m']:6.2f} {r['batch']:5d} "
+            f"{r['s_per_step']:8.2f} {r['samples_per_s']:9.2f} {r['peak_mb']:8.0f}"
+        )
 
 
 if __name__ == "__main__":

@@ -32,15 +32,18 @@ import resource
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from workbench.data.cache import memmap_recordings
+from workbench.data.dataset import WindowDataset
+from workbench.data.normalize import Standardizer
 from workbench.data.recording import Recording
-from workbench.data.windows import Standardizer, WindowDataset, WindowSet, memmap_recordings
+from workbench.data.windows import WindowSet
 
 WINDOW = 40  # frames per window; stride equals the window (no overlap)
 
@@ -83,11 +86,13 @@ def run(args: argparse.Namespace, cache_dir: Path) -> None:
     recordings = memmap_recordings(cohort, cache_dir, key=lambda rec: f"seed{args.seed}")
     write_s = time.perf_counter() - tic
     on_disk = sum(Path(rec.meta["cache_file"]).stat().st_size for rec in recordings)
-    print(f"cohort: {args.subjects} x {args.timepoints} TRs x {args.rois} ROIs, {on_disk / 1e9:.2f} GB on disk, "
-          f"written in {write_s:.1f} s; memory after writing: {_status_mb()}")
+    print(
+        f"cohort: {args.subjects} x {args.timepoints} TRs x {args.rois} ROIs, {on_disk / 1e9:.2f} GB on disk, "
+        f"written in {write_s:.1f} s; memory after writing: {_status_mb()}"
+    )
 
     tic = time.perf_counter()
-    standardizer = Standardizer().fit(WindowSet(recordings, WINDOW, WINDOW, part="first"))
+    standardizer = Standardizer("dataset").fit(WindowSet(recordings, WINDOW, WINDOW, part="first"))
     print(f"standardizer fitted on the first halves in {time.perf_counter() - tic:.1f} s")
 
     windows = WindowSet(recordings, WINDOW, WINDOW, part="all")
@@ -114,14 +119,18 @@ def run(args: argparse.Namespace, cache_dir: Path) -> None:
     loop_s, cpu_s = time.perf_counter() - tic, time.process_time() - cpu
 
     status = _status_mb()
-    print(f"windows: {len(windows)} in the set, {seen} read in {loop_s:.1f} s = {seen / loop_s:,.0f} windows/s "
-          f"({seen * WINDOW * args.rois * 4 / loop_s / 1e6:,.0f} MB/s); {seen / cpu_s:,.0f} windows per CPU-second "
-          f"(process CPU time, robust to a busy machine); mean of z-scored values "
-          f"{checksum / (seen * WINDOW * args.rois):+.4f}")
-    print(f"peak RSS: ru_maxrss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB, "
-          f"VmHWM {status.get('VmHWM', float('nan')):.0f} MB (anonymous + mapped file pages); "
-          f"peak RssAnon {peak_anon:.0f} MB (owned memory, sampled per batch); "
-          f"now RssFile {status.get('RssFile', float('nan')):.0f} MB; cohort {on_disk / 1e6:,.0f} MB")
+    print(
+        f"windows: {len(windows)} in the set, {seen} read in {loop_s:.1f} s = {seen / loop_s:,.0f} windows/s "
+        f"({seen * WINDOW * args.rois * 4 / loop_s / 1e6:,.0f} MB/s); {seen / cpu_s:,.0f} windows per CPU-second "
+        f"(process CPU time, robust to a busy machine); mean of z-scored values "
+        f"{checksum / (seen * WINDOW * args.rois):+.4f}"
+    )
+    print(
+        f"peak RSS: ru_maxrss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB, "
+        f"VmHWM {status.get('VmHWM', float('nan')):.0f} MB (anonymous + mapped file pages); "
+        f"peak RssAnon {peak_anon:.0f} MB (owned memory, sampled per batch); "
+        f"now RssFile {status.get('RssFile', float('nan')):.0f} MB; cohort {on_disk / 1e6:,.0f} MB"
+    )
 
 
 def main() -> None:
@@ -132,8 +141,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--max-batches", type=int, default=None, help="stop after this many batches (default: all)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (memory is measured in-process)")
-    parser.add_argument("--direct-batches", action="store_true",
-                        help="read batches as dataset[indices] (batch_size=None) instead of collating items")
+    parser.add_argument(
+        "--direct-batches",
+        action="store_true",
+        help="read batches as dataset[indices] (batch_size=None) instead of collating items",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", type=Path, default=None, help="kept if given; default a temp dir, removed")
     args = parser.parse_args()

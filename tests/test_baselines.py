@@ -1,56 +1,20 @@
-"""FC fingerprinting, LDA on FC, chance and the linear probe."""
+"""FC fingerprinting, LDA on FC, chance and the linear probe (the FC features: test_connectivity.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from workbench.connectivity import fc_profiles
 from workbench.data.recording import Recording
 from workbench.data.windows import WindowSet
 from workbench.errors import ConfigError, DataError
 from workbench.evaluation import (
     chance_summary,
-    fc_features,
     fc_fingerprint_factory,
     lda_fc_factory,
     linear_probe,
 )
-
-
-def _reference_fc(window: np.ndarray) -> np.ndarray:
-    """Independent FC profile of one ``(W, R)`` window with np.corrcoef."""
-    r = np.corrcoef(window.T)
-    z = np.arctanh(r[np.triu_indices_from(r, k=1)])
-    return (z - z.mean()) / z.std()
-
-
-def test_fc_features_equal_corrcoef_computation():
-    rng = np.random.default_rng(0)
-    windows = rng.normal(size=(5, 30, 7)).astype(np.float32)
-    windows[..., 3] += 0.8 * windows[..., 1]  # some real correlation structure
-    features = fc_features(windows, batch_size=2)  # batches must not change anything
-    assert features.shape == (5, 21) and features.dtype == np.float32
-    expected = np.stack([_reference_fc(w.astype(np.float64)) for w in windows])
-    np.testing.assert_allclose(features, expected, atol=1e-5)
-
-
-def test_fc_features_of_constant_and_duplicate_rois_are_finite():
-    rng = np.random.default_rng(1)
-    window = rng.normal(size=(1, 25, 5))
-    window[0, :, 2] = 4.0  # constant ROI: correlation undefined -> 0
-    window[0, :, 4] = window[0, :, 0]  # duplicate ROI: r = 1 -> clipped
-    features = fc_features(window)
-    assert np.isfinite(features).all()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = np.corrcoef(window[0].T)
-    r[2, :] = r[:, 2] = 0.0
-    z = np.arctanh(np.clip(r[np.triu_indices(5, k=1)], -1 + 1e-7, 1 - 1e-7))
-    np.testing.assert_allclose(features[0], (z - z.mean()) / z.std(), atol=1e-4)
-
-
-def test_fc_features_reject_bad_shapes():
-    with pytest.raises(DataError, match=r"\(n, W >= 2, R >= 2\)"):
-        fc_features(np.zeros((10, 94)))
 
 
 def _subject_runs(n_subjects=4, n_rois=6, n_frames=200, seed=0):
@@ -68,7 +32,7 @@ def test_fingerprint_factory_is_untrained_fc():
     windows = WindowSet(_subject_runs(), 20, 10)
     embed = fc_fingerprint_factory(windows)
     x = windows.get(np.arange(4))
-    np.testing.assert_array_equal(embed(x), fc_features(x))
+    np.testing.assert_array_equal(embed(x), fc_profiles(x))
 
 
 def test_lda_factory_fits_on_given_windows_and_projects_to_c_minus_one_dims():
@@ -101,8 +65,7 @@ def _probe_data(seed=0):
     rng = np.random.default_rng(seed)
     centres = 3.0 * rng.normal(size=(3, 5))
     y_train, y_test = rng.integers(0, 3, 90), rng.integers(0, 3, 60)
-    return (centres[y_train] + rng.normal(size=(90, 5)), y_train,
-            centres[y_test] + rng.normal(size=(60, 5)), y_test)
+    return (centres[y_train] + rng.normal(size=(90, 5)), y_train, centres[y_test] + rng.normal(size=(60, 5)), y_test)
 
 
 def test_linear_probe_classification_uses_training_statistics_only():
@@ -133,7 +96,6 @@ def test_linear_probe_regression_recovers_a_linear_target():
 )
 def test_linear_probe_bad_input(kwargs, error, message):
     x_train, y_train, x_test, y_test = _probe_data()
-    arguments = {"train_emb": x_train, "train_y": y_train, "test_emb": x_test,
-                 "test_y": y_test} | kwargs
+    arguments = {"train_emb": x_train, "train_y": y_train, "test_emb": x_test, "test_y": y_test} | kwargs
     with pytest.raises(error, match=message):
         linear_probe(**arguments)

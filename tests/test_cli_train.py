@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from workbench.cli import main
+from workbench.cli.train import split_settings
 from workbench.errors import ConfigError
-from workbench.pipeline import split_settings
+from workbench.train import read_checkpoint
 
 CATALOG = """
 datasets:
@@ -40,18 +41,49 @@ def test_train_then_evaluate_writes_checkpoint_metrics_and_figure(toy_catalog, t
     run, out = tmp_path / "run", tmp_path / "eval"
     config = tmp_path / "settings.yaml"
     config.write_text("epochs: 1\nbatch_size: 24\nmax_steps: 3\n")
-    code = main(["train", "fewshot", "--dataset", "toy", "--window", "16", "--preset", "tiny",
-                 "--config", str(config), "--set", "max_steps=2", "--set", "seed=3", "--out", str(run),
-                 "--no-progress"])
+    code = main(
+        [
+            "train",
+            "fewshot",
+            "--dataset",
+            "toy",
+            "--window",
+            "16",
+            "--preset",
+            "tiny",
+            "--config",
+            str(config),
+            "--set",
+            "max_steps=2",
+            "--set",
+            "seed=3",
+            "--out",
+            str(run),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     assert "2 steps" in capsys.readouterr().out  # --set wins over --config
-    info = json.loads((run / "run.json").read_text())
+    info = read_checkpoint(run)["provenance"]
     assert info["protocol"] == "closed" and info["window"] == 16 and info["dataset"] == "toy"
     history = json.loads((run / "history.json").read_text())
     assert len(history["step"]) == 2
 
-    code = main(["evaluate", str(run), "--dataset", "toy", "--out", str(out), "--k-shots", "1,2",
-                 "--episodes", "20", "--no-progress"])
+    code = main(
+        [
+            "evaluate",
+            str(run),
+            "--dataset",
+            "toy",
+            "--out",
+            str(out),
+            "--k-shots",
+            "1,2",
+            "--episodes",
+            "20",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     results = json.loads((out / "metrics.json").read_text())
     assert set(results["methods"]) == {"fewshot", "fewshot-untrained", "fc-fingerprint", "lda-fc", "chance"}
@@ -62,8 +94,30 @@ def test_train_then_evaluate_writes_checkpoint_metrics_and_figure(toy_catalog, t
 
 def test_evaluate_refuses_a_run_that_saw_the_query_halves(toy_catalog, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "fewshot", "--dataset", "toy", "--window", "16", "--preset", "tiny", "--protocol",
-                 "all", "--set", "max_steps=1", "--set", "batch_size=24", "--out", str(run), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "fewshot",
+                "--dataset",
+                "toy",
+                "--window",
+                "16",
+                "--preset",
+                "tiny",
+                "--protocol",
+                "all",
+                "--set",
+                "max_steps=1",
+                "--set",
+                "batch_size=24",
+                "--out",
+                str(run),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["evaluate", str(run), "--dataset", "toy", "--out", str(tmp_path / "e"), "--no-progress"]) == 2
     assert "query halves" in capsys.readouterr().err
@@ -90,3 +144,31 @@ def test_report_refuses_an_unknown_parameter_before_running(tmp_path, capsys):
     assert main(["report", "--profile", "tiny", "-p", "windowz=40", "--out", str(tmp_path)]) == 2
     assert "windowz" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # nothing was executed or written
+
+
+def test_resuming_with_other_settings_is_refused_and_force_new_starts_again(toy_catalog, tmp_path, capsys):
+    run = tmp_path / "run"
+    common = [
+        "train",
+        "fewshot",
+        "--dataset",
+        "toy",
+        "--window",
+        "16",
+        "--preset",
+        "tiny",
+        "--out",
+        str(run),
+        "--set",
+        "batch_size=24",
+        "--no-progress",
+    ]
+    assert main([*common, "--set", "max_steps=1"]) == 0
+    capsys.readouterr()
+    assert main([*common, "--set", "max_steps=1", "--set", "lr=0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "lr (0.0001 -> 0.5)" in err and "--force-new" in err
+    assert main([*common, "--set", "max_steps=1", "--protocol", "all"]) == 2
+    assert "protocol ('closed' -> 'all')" in capsys.readouterr().err
+    assert main([*common, "--set", "max_steps=1", "--set", "lr=0.5", "--force-new"]) == 0
+    assert read_checkpoint(run)["train_config"]["lr"] == 0.5

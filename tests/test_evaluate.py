@@ -38,8 +38,7 @@ def _sklearn_eer(genuine: np.ndarray, impostor: np.ndarray) -> float:
 @pytest.mark.parametrize("metric", ["euclidean", "cosine", "pearson"])
 def test_episode_scores_and_metrics_match_independent_computation(metric):
     support, s_labels, query, q_labels = _cohort()
-    result = run_episodes(support, s_labels, query, q_labels, 4, 3, n_query=5,
-                          n_episodes=6, seed=1, metric=metric)
+    result = run_episodes(support, s_labels, query, q_labels, 4, 3, n_query=5, n_episodes=6, seed=1, metric=metric)
     for e in range(result.n_episodes):
         prototypes = support[result.support_index[e]].mean(axis=1)  # (N, D)
         queries = query[result.query_index[e].reshape(-1)]
@@ -47,7 +46,8 @@ def test_episode_scores_and_metrics_match_independent_computation(metric):
             expected = -((queries[:, None, :] - prototypes[None]) ** 2).sum(-1)
         elif metric == "cosine":
             expected = (queries @ prototypes.T) / np.outer(
-                np.linalg.norm(queries, axis=1), np.linalg.norm(prototypes, axis=1))
+                np.linalg.norm(queries, axis=1), np.linalg.norm(prototypes, axis=1)
+            )
         else:
             expected = np.array([[np.corrcoef(q, p)[0, 1] for p in prototypes] for q in queries])
         np.testing.assert_allclose(result.scores[e], expected, rtol=1e-9, atol=1e-9)
@@ -55,8 +55,7 @@ def test_episode_scores_and_metrics_match_independent_computation(metric):
         predicted = expected.argmax(axis=1)
         assert result.accuracy[e] == pytest.approx(accuracy_score(true, predicted))
         assert result.macro_f1[e] == pytest.approx(f1_score(true, predicted, average="macro"))
-        assert result.roc_auc[e] == pytest.approx(
-            roc_auc_score(true, softmax(expected, axis=1), multi_class="ovr"))
+        assert result.roc_auc[e] == pytest.approx(roc_auc_score(true, softmax(expected, axis=1), multi_class="ovr"))
         genuine = expected[np.arange(true.size), true]
         impostor = expected[np.eye(4, dtype=bool)[true] == 0]
         assert result.eer[e] == pytest.approx(_sklearn_eer(genuine, impostor))
@@ -72,8 +71,7 @@ def test_auc_and_eer_handle_ties_like_sklearn():
     impostor = rng.integers(0, 4, size=(5, 40)).astype(float)
     eer = equal_error_rate(genuine, impostor)
     for e in range(5):
-        assert auc[e] == pytest.approx(
-            roc_auc_score(true[e], softmax(scores[e], axis=1), multi_class="ovr"))
+        assert auc[e] == pytest.approx(roc_auc_score(true[e], softmax(scores[e], axis=1), multi_class="ovr"))
         assert eer[e] == pytest.approx(_sklearn_eer(genuine[e], impostor[e]))
 
 
@@ -98,8 +96,7 @@ def test_separable_subjects_are_identified_perfectly():
 def test_identical_subjects_score_chance_within_ci():
     # Large pools: the CI covers episode sampling, not the accidents of a small pool.
     support, s_labels, query, q_labels = _cohort(12, n_support=1000, n_query=100, spread=0.0)
-    summary = run_episodes(support, s_labels, query, q_labels, None, 4, n_episodes=600,
-                           seed=0).summary()
+    summary = run_episodes(support, s_labels, query, q_labels, None, 4, n_episodes=600, seed=0).summary()
     assert abs(summary["accuracy"]["mean"] - 1 / 12) <= summary["accuracy"]["ci"]
     assert abs(summary["roc_auc"]["mean"] - 0.5) <= summary["roc_auc"]["ci"]
     assert abs(summary["eer"]["mean"] - 0.5) <= 2 * summary["eer"]["ci"] + 0.02
@@ -107,8 +104,7 @@ def test_identical_subjects_score_chance_within_ci():
 
 def test_sampling_respects_pools_classes_and_seed():
     support, s_labels, query, q_labels = _cohort(n_classes=8, n_support=10)
-    result = run_episodes(support, s_labels, query, q_labels, 5, 6, n_query=4,
-                          n_episodes=50, seed=7)
+    result = run_episodes(support, s_labels, query, q_labels, 5, 6, n_query=4, n_episodes=50, seed=7)
     assert result.support_index.shape == (50, 5, 6) and result.query_index.shape == (50, 5, 4)
     # Each slot's windows belong to the slot's class and are drawn without replacement.
     assert (s_labels[result.support_index] == result.classes[..., None]).all()
@@ -118,10 +114,8 @@ def test_sampling_respects_pools_classes_and_seed():
     assert np.unique(result.support_index).size == s_labels.size  # every window gets drawn
     assert all(np.unique(row).size == 5 for row in result.classes)
     assert len({tuple(sorted(row)) for row in result.classes}) > 10  # classes vary
-    again = run_episodes(support, s_labels, query, q_labels, 5, 6, n_query=4,
-                         n_episodes=50, seed=7)
-    other = run_episodes(support, s_labels, query, q_labels, 5, 6, n_query=4,
-                         n_episodes=50, seed=8)
+    again = run_episodes(support, s_labels, query, q_labels, 5, 6, n_query=4, n_episodes=50, seed=7)
+    other = run_episodes(support, s_labels, query, q_labels, 5, 6, n_query=4, n_episodes=50, seed=8)
     np.testing.assert_array_equal(result.query_index, again.query_index)
     np.testing.assert_array_equal(result.scores, again.scores)
     assert not np.array_equal(result.query_index, other.query_index)
@@ -131,8 +125,7 @@ def test_short_query_pool_uses_equal_smaller_count_with_warning():
     support, s_labels, query, q_labels = _cohort(n_classes=4, n_query=8)
     keep = ~((q_labels == 2) & (np.arange(q_labels.size) % 8 >= 2))  # class 2: 2 queries
     with pytest.warns(UserWarning, match="only 2 query windows"):
-        result = run_episodes(support, s_labels, query[keep], q_labels[keep], None, 2,
-                              n_query=5, n_episodes=10)
+        result = run_episodes(support, s_labels, query[keep], q_labels[keep], None, 2, n_query=5, n_episodes=10)
     assert result.n_query == 2 and result.scores.shape == (10, 8, 4)
 
 
@@ -149,8 +142,7 @@ def test_pooled_curves_and_concatenation():
     det_fpr, det_fnr, _ = both.pooled_det()
     assert det_fpr.shape == det_fnr.shape
     with pytest.raises(ConfigError, match="differ"):
-        EpisodeResult.concatenate(
-            [a, run_episodes(support, s_labels, query, q_labels, 3, 1, n_episodes=5)])
+        EpisodeResult.concatenate([a, run_episodes(support, s_labels, query, q_labels, 3, 1, n_episodes=5)])
 
 
 @pytest.mark.parametrize(

@@ -6,17 +6,19 @@ import numpy as np
 import pytest
 import torch
 
+from workbench.data.spec import DataSpec
 from workbench.errors import ConfigError, DataError
 from workbench.methods import get_method
 from workbench.models.blocks import SinusoidalPositionalEncoding, sincos_1d
 from workbench.models.fewshot import FewShot, FewShotEncoder
 
 N_ROIS, N_FRAMES = 6, 12
+SPEC = DataSpec(N_ROIS, N_FRAMES)
 
 
 def _tiny(**overrides) -> FewShot:
     torch.manual_seed(0)
-    return FewShot(FewShot.make_config("tiny", **overrides), N_ROIS, N_FRAMES)
+    return FewShot(FewShot.make_config("tiny", **overrides), SPEC)
 
 
 def _batch(n_subjects: int = 4, per_subject: int = 4) -> dict[str, torch.Tensor]:
@@ -68,7 +70,7 @@ def test_too_long_sequence_raises_clear_error() -> None:
     with pytest.raises(ConfigError, match=r"max_len=10.*raise `max_len`"):
         encoder(torch.randn(2, 11, N_ROIS))
     with pytest.raises(ConfigError, match="raise `max_len`"):
-        FewShot(FewShot.make_config("tiny", max_len=10), N_ROIS, 11)
+        FewShot(FewShot.make_config("tiny", max_len=10), DataSpec(N_ROIS, 11))
 
 
 def test_wrong_roi_count_raises() -> None:
@@ -126,7 +128,7 @@ def test_noise_negative_variant_learns_on_toy_enrollment() -> None:
     optimiser = torch.optim.AdamW(method.parameters(), lr=3e-3, weight_decay=1e-4)
     torch.manual_seed(0)
     losses = []
-    for step in range(30):
+    for _ in range(30):
         batch = {"x": windows[torch.randperm(64)[:32]], "subject": torch.zeros(32, dtype=torch.long)}
         out = method.training_loss(batch)
         optimiser.zero_grad()
@@ -139,18 +141,18 @@ def test_noise_negative_variant_learns_on_toy_enrollment() -> None:
 
 def _connectome(**overrides) -> FewShot:
     torch.manual_seed(0)
-    return FewShot(FewShot.make_config(**overrides), N_ROIS, N_FRAMES)
+    return FewShot(FewShot.make_config(**overrides), SPEC)
 
 
 def test_untrained_connectome_is_the_fc_fingerprint() -> None:
-    from workbench.evaluation.baselines import fc_features
+    from workbench.connectivity import fc_profiles
 
     windows = torch.randn(5, N_FRAMES, N_ROIS, generator=torch.Generator().manual_seed(2))
     z = _connectome().eval().embed(windows)
     n_edges = N_ROIS * (N_ROIS - 1) // 2
     assert z.shape == (5, n_edges)
     torch.testing.assert_close(z.norm(dim=1), torch.ones(5))
-    expected = torch.from_numpy(fc_features(windows.numpy())) / np.sqrt(n_edges)
+    expected = torch.from_numpy(fc_profiles(windows.numpy())) / np.sqrt(n_edges)
     torch.testing.assert_close(z, expected, atol=2e-3, rtol=1e-3)
 
 
@@ -161,7 +163,7 @@ def test_connectome_and_hybrid_gradients_reach_every_parameter() -> None:
         for name, p in method.named_parameters():
             assert p.grad is not None and p.grad.abs().sum() > 0, (encoder, name)
     fixed = _connectome(learn_mix=False)
-    assert not fixed.encoder.connectivity.mix.weight.requires_grad
+    assert not fixed.encoder.connectome.mix.weight.requires_grad
 
 
 def test_connectome_needs_two_frames_and_sets_its_learning_rate() -> None:
@@ -175,34 +177,3 @@ def test_connectome_needs_two_frames_and_sets_its_learning_rate() -> None:
         FewShot.make_config(encoder="cnn")
     with pytest.raises(ConfigError, match="connectivity_dim"):
         FewShot.make_config(connectivity_dim=1)
-
-
-def test_batch_hard_mining_picks_the_hardest_pairs() -> None:
-    from workbench.models.fewshot import mine_triplets
-
-    # 1-D points: class 0 at 0, 1, 3; class 1 at 3.5, 10
-    z = torch.tensor([[0.0], [1.0], [3.0], [3.5], [10.0]])
-    labels = torch.tensor([0, 0, 0, 1, 1])
-    anchor, positive, negative = mine_triplets(z, labels, "batch_hard", margin=0.3)
-    assert anchor.tolist() == [0, 1, 2, 3, 4]
-    assert positive.tolist() == [2, 2, 0, 4, 3]  # farthest same-class point
-    assert negative.tolist() == [3, 3, 3, 2, 2]  # nearest other-class point
-    _, _, semi = mine_triplets(z, labels, "semi_hard", margin=100.0)
-    # semi-hard: the closest negative farther than the positive (anchor 0: d_ap = 9 -> 3.5² = 12.25)
-    assert semi[0].item() == 3
-
-
-def test_augmentation_crops_drops_and_is_identity_when_off() -> None:
-    from workbench.models.fewshot import augment
-
-    x = torch.randn(4, N_FRAMES, N_ROIS)
-    assert torch.equal(augment(x, FewShot.make_config()), x)
-    torch.manual_seed(0)
-    out = augment(x, FewShot.make_config(crop=0.5, roi_dropout=0.5))
-    assert out.shape == (4, N_FRAMES // 2, N_ROIS)
-    dropped = (out == 0).all(dim=1)  # whole ROIs zeroed
-    assert dropped.any() and not dropped.all()
-    for b in range(4):  # every kept frame is a contiguous crop of the original
-        kept = ~dropped[b]
-        starts = [s for s in range(N_FRAMES // 2 + 1) if torch.equal(x[b, s : s + N_FRAMES // 2][:, kept], out[b][:, kept])]
-        assert len(starts) == 1

@@ -9,7 +9,6 @@ from workbench.errors import DataError
 from workbench.models.jepa.gradients import (
     DisconnectedAffinityError,
     diffusion_map_gradients,
-    group_fc,
     load_gradients_csv,
 )
 
@@ -45,34 +44,6 @@ def _naive_affinity(fc: np.ndarray, sparsity: float) -> np.ndarray:
         for j in range(r):
             affinity[i, j] = sparse[i] @ sparse[j] / (np.linalg.norm(sparse[i]) * np.linalg.norm(sparse[j]))
     return np.clip(affinity, 0.0, None)
-
-
-# -- group FC ------------------------------------------------------------------------------
-
-
-def test_group_fc_is_the_tanh_of_the_mean_fisher_z():
-    rng = np.random.default_rng(1)
-    windows = rng.standard_normal((7, 30, 6))
-    windows[2, :, 4] = 3.0  # constant ROI in one window: contributes z = 0 there
-    expected_z = np.zeros((6, 6))
-    for w in windows:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            corr = np.nan_to_num(np.corrcoef(w.T))
-        expected_z += np.arctanh(np.clip(corr, -1 + 1e-6, 1 - 1e-6))
-    expected = np.tanh(expected_z / len(windows))
-    np.fill_diagonal(expected, 1.0)
-    fc = group_fc(windows)
-    np.testing.assert_allclose(fc, expected, atol=1e-6)
-    np.testing.assert_allclose(fc, fc.T)
-
-
-def test_group_fc_rejects_bad_windows():
-    with pytest.raises(DataError, match=r"\(N, T, R\)"):
-        group_fc(np.zeros((10, 5)))
-    bad = np.random.default_rng(0).standard_normal((2, 10, 4))
-    bad[1, 3, 2] = np.nan
-    with pytest.raises(DataError, match="NaN"):
-        group_fc(bad)
 
 
 # -- diffusion map -------------------------------------------------------------------------

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from workbench.data.spec import DataSpec
 from workbench.errors import ConfigError, DataError
-from workbench.models.jepa.masks import SpatiotemporalMaskCollator
 from workbench.methods import get_method
 from workbench.models.blocks import sincos_1d
 from workbench.models.jepa.finetune import finetune
+from workbench.models.jepa.masks import SpatiotemporalMaskCollator
 from workbench.models.jepa.model import (
     BrainJEPA,
     GridPositionalEmbedding,
@@ -34,7 +35,7 @@ def _method(preset: str = "tiny", r: int = R, t: int = T, **overrides) -> BrainJ
     """A prepared method; 10 ROIs keep 2 FC entries per row (sparsity 0.8) for a connected graph."""
     torch.manual_seed(0)
     overrides.setdefault("gradient_sparsity", 0.8)
-    method = BrainJEPA(BrainJEPA.make_config(preset, **overrides), r, t)
+    method = BrainJEPA(BrainJEPA.make_config(preset, **overrides), DataSpec(r, t))
     method.prepare(_windows(t=t, r=r))
     return method
 
@@ -52,7 +53,7 @@ def test_tokens_are_roi_major_and_trailing_frames_are_cropped():
     x += 1000 * torch.arange(r).view(1, 1, r) + torch.arange(t).view(1, t, 1).float()  # roi*1000 + frame
     image, n_patches = windows_to_image(x, p, crop=True)
     assert n_patches == 5 and image.shape == (2, 1, r, 40)
-    method = BrainJEPA(BrainJEPA.make_config("tiny", pos_embed="sincos2d"), r, t)
+    method = BrainJEPA(BrainJEPA.make_config("tiny", pos_embed="sincos2d"), DataSpec(r, t))
     conv = method.encoder.patch_embed
     with torch.no_grad():  # channel 0 reads the first frame of a patch, channel 1 its last
         conv.weight.zero_()
@@ -69,9 +70,9 @@ def test_tokens_are_roi_major_and_trailing_frames_are_cropped():
 
 def test_window_length_errors():
     with pytest.raises(ConfigError, match="crop=True to drop the last 5 frames"):
-        BrainJEPA(BrainJEPA.make_config("tiny", crop=False), R, 45)
+        BrainJEPA(BrainJEPA.make_config("tiny", crop=False), DataSpec(R, 45))
     with pytest.raises(ConfigError, match="at least 2: use windows of at least 16 frames"):
-        BrainJEPA(BrainJEPA.make_config("tiny"), R, 12)
+        BrainJEPA(BrainJEPA.make_config("tiny"), DataSpec(R, 12))
     method = _method()
     with pytest.raises(ConfigError, match="at least 2"):
         method.embed(torch.zeros(2, 15, R))
@@ -115,7 +116,7 @@ def test_sincos2d_ablation_has_no_parameters_and_codes_the_roi():
     assert not list(pe.parameters())
     grid = pe(torch.empty(6, 0), 6, 3).view(6, 3, 16)
     torch.testing.assert_close(grid[:, 0, 8:], sincos_1d(torch.arange(6), 8))
-    method = BrainJEPA(BrainJEPA.make_config("tiny", pos_embed="sincos2d"), R, T)
+    method = BrainJEPA(BrainJEPA.make_config("tiny", pos_embed="sincos2d"), DataSpec(R, T))
     assert method.embed(torch.as_tensor(_windows(3))).shape == (3, 32)  # no prepare needed
 
 
@@ -123,7 +124,7 @@ def test_sincos2d_ablation_has_no_parameters_and_codes_the_roi():
 
 
 def test_prepare_fits_a_buffer_that_checkpoints_carry():
-    fresh = BrainJEPA(BrainJEPA.make_config("tiny"), R, T)
+    fresh = BrainJEPA(BrainJEPA.make_config("tiny"), DataSpec(R, T))
     with pytest.raises(ConfigError, match="call method.prepare"):
         fresh.embed(torch.zeros(2, T, R))
     method = _method()
@@ -140,18 +141,18 @@ def test_gradients_csv_replaces_the_computation(tmp_path):
     table = np.random.default_rng(0).standard_normal((R, 12))
     path = tmp_path / "g.csv"
     np.savetxt(path, table, delimiter=",")
-    method = BrainJEPA(BrainJEPA.make_config("tiny", gradients_csv=str(path)), R, T)
+    method = BrainJEPA(BrainJEPA.make_config("tiny", gradients_csv=str(path)), DataSpec(R, T))
     method.prepare(_windows())
     np.testing.assert_allclose(method.gradients.numpy(), table[:, :8], rtol=1e-6)
     with pytest.warns(UserWarning):  # 20 > R - 1: lowered to 9, still fine
-        narrow = BrainJEPA(BrainJEPA.make_config("tiny", gradients_csv=str(path), n_gradients=20), R, 48)
+        narrow = BrainJEPA(BrainJEPA.make_config("tiny", gradients_csv=str(path), n_gradients=20), DataSpec(R, 48))
     np.savetxt(path, table[:, :5], delimiter=",")
     with pytest.raises(DataError, match="has 5 columns but n_gradients=9"):
         narrow.prepare(_windows())
 
 
 def test_disconnected_affinity_lowers_the_sparsity_with_a_warning():
-    method = BrainJEPA(BrainJEPA.make_config("tiny", gradient_sparsity=0.9), R, T)
+    method = BrainJEPA(BrainJEPA.make_config("tiny", gradient_sparsity=0.9), DataSpec(R, T))
     with pytest.warns(UserWarning, match="disconnected at gradient_sparsity=0.9; retrying with 0.8"):
         method.prepare(_windows())
     assert torch.isfinite(method.gradients).all()
@@ -159,7 +160,7 @@ def test_disconnected_affinity_lowers_the_sparsity_with_a_warning():
 
 def test_too_many_gradients_for_the_rois_warns():
     with pytest.warns(UserWarning, match="using n_gradients=9 instead of 30"):
-        method = BrainJEPA(BrainJEPA.make_config("tiny", n_gradients=30), R, T)
+        method = BrainJEPA(BrainJEPA.make_config("tiny", n_gradients=30), DataSpec(R, T))
     assert method.gradients.shape == (R, 9)
 
 
@@ -272,7 +273,7 @@ def test_embed_is_layer_normed_mean_of_target_tokens():
 
 def test_small_preset_handles_40_and_80_frame_windows():
     for t in (40, 80):
-        method = BrainJEPA(BrainJEPA.make_config("small", n_gradients=5, depth=1, predictor_depth=1), R, t)
+        method = BrainJEPA(BrainJEPA.make_config("small", n_gradients=5, depth=1, predictor_depth=1), DataSpec(R, t))
         assert method.n_time_patches == t // 8
 
 
@@ -334,12 +335,13 @@ def test_a_resumed_training_run_reproduces_the_uninterrupted_one(tmp_path, monke
 
     data = _windows(4, t=120, seed=2)
     windows = WindowSet([Recording(f"s{i}", "1", data[i], 0.72, {}) for i in range(4)], length=T, stride=16)
-    config = make_train_config(BrainJEPA, batch_size=8, max_steps=4, epochs=50, checkpoint_every=2,
-                               device="cpu", warmup_steps=1)
+    config = make_train_config(
+        BrainJEPA, batch_size=8, max_steps=4, epochs=50, checkpoint_every=2, device="cpu", warmup_steps=1
+    )
 
     def fresh() -> BrainJEPA:
         torch.manual_seed(0)
-        return BrainJEPA(BrainJEPA.make_config("tiny", gradient_sparsity=0.8), R, T)
+        return BrainJEPA(BrainJEPA.make_config("tiny", gradient_sparsity=0.8), DataSpec(R, T))
 
     straight = train(fresh(), windows, config, tmp_path / "a", progress=False).method
 

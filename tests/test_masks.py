@@ -96,7 +96,7 @@ def _check_draw(collator: SpatiotemporalMaskCollator, seed: int) -> None:
     assert torch.equal(ctx, obs & context_rois[:, :, None] & ~edge)
     assert bool((ctx.sum(dim=(1, 2)) >= cfg.min_keep).all())
     # ROI counts of the edge blocks on the outermost left column (when the sides do not meet)
-    if 0 < s.edge_width[0] and s.edge_width[0] + s.edge_width[1] <= P:
+    if s.edge_width[0] > 0 and s.edge_width[0] + s.edge_width[1] <= P:
         n_ct = (context_rois.sum(dim=1) * s.edge_roi_fraction[0]).floor().long()
         assert torch.equal(t["cross_time"][:, :, 0].sum(dim=1), n_ct)
         n_dc = ((~context_rois).sum(dim=1) * s.edge_roi_fraction[0]).floor().long()
@@ -237,7 +237,7 @@ def test_grid_codes_match_indices() -> None:
 
 
 def test_typical_sizes_match_the_reference() -> None:
-    # REFERENCES.md: ~1.4k context and ~1.1k target tokens of 4,500 on 450 × 10
+    # the reference implementation: ~1.4k context and ~1.1k target tokens of 4,500 on 450 × 10
     collator = SpatiotemporalMaskCollator(450, 10)
     gen = _seeded(0)
     draws = [collator(1, gen) for _ in range(40)]

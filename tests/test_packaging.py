@@ -38,7 +38,7 @@ def test_environment_yml_lists_the_same_dependencies_as_pyproject():
         f"only in environment.yml {sorted(set(have) - set(wanted))}"
     )
     for name, req in wanted.items():
-        spec = req[len(name):].strip()
+        spec = req[len(name) :].strip()
         assert have[name].endswith(spec), f"{name}: pyproject says {req!r}, environment.yml {have[name]!r}"
 
 
@@ -56,9 +56,7 @@ def notebook_has_outputs(path: Path) -> bool:
     """True when any code cell carries outputs or an execution count."""
     nb = json.loads(path.read_text())
     return any(
-        c.get("outputs") or c.get("execution_count")
-        for c in nb.get("cells", [])
-        if c.get("cell_type") == "code"
+        c.get("outputs") or c.get("execution_count") for c in nb.get("cells", []) if c.get("cell_type") == "code"
     )
 
 
@@ -68,9 +66,20 @@ def test_committed_notebooks_carry_no_outputs():
 
 
 def test_output_detector_flags_a_notebook_with_outputs(tmp_path):
-    nb = {"cells": [{"cell_type": "code", "source": "1", "outputs": [{"output_type": "stream"}],
-                     "execution_count": 1, "metadata": {}}], "metadata": {}, "nbformat": 4,
-          "nbformat_minor": 5}
+    nb = {
+        "cells": [
+            {
+                "cell_type": "code",
+                "source": "1",
+                "outputs": [{"output_type": "stream"}],
+                "execution_count": 1,
+                "metadata": {},
+            }
+        ],
+        "metadata": {},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
     path = tmp_path / "x.ipynb"
     path.write_text(json.dumps(nb))
     assert notebook_has_outputs(path)

@@ -8,19 +8,19 @@ import warnings
 import numpy as np
 import pytest
 
+from workbench.connectivity import fc_profiles
 from workbench.data.recording import Recording
 from workbench.errors import ConfigError, DataError
 from workbench.evaluation import (
     closed_set,
     embed_windows,
-    fc_features,
     identification_pools,
     lda_fc_factory,
     open_set,
+    protocols,
     results_table,
     save_metrics,
 )
-from workbench.evaluation import protocols
 
 
 def _runs(lengths, n_rois=6, seed=0):
@@ -78,28 +78,25 @@ class _Recorder:
 
     def __call__(self, train):
         self.seen.append(train)
-        return fc_features
+        return fc_profiles
 
 
 def test_closed_set_trains_on_first_halves_and_reports_every_method(tmp_path):
     runs = _runs([240] * 5)
     recorder = _Recorder()
     episodes = {}
-    results = closed_set(runs, 20, {"untrained": recorder}, k_shots=(1, 4), n_episodes=40,
-                         episodes_out=episodes)
+    results = closed_set(runs, 20, {"untrained": recorder}, k_shots=(1, 4), n_episodes=40, episodes_out=episodes)
     (train,) = recorder.seen
     assert train.subjects == [r.subject for r in runs]
     assert (train.starts + train.length <= 120).all()  # first half only
     assert set(results["methods"]) == {"fc-fingerprint", "lda-fc", "untrained", "chance"}
     meta = results["meta"]
-    assert (meta["protocol"], meta["n_way"], meta["n_query"], meta["k_shots"]) == (
-        "closed-set", 5, 5, [1, 4])
+    assert (meta["protocol"], meta["n_way"], meta["n_query"], meta["k_shots"]) == ("closed-set", 5, 5, [1, 4])
     fc_acc = results["methods"]["fc-fingerprint"]["4"]["accuracy"]["mean"]
     assert fc_acc > 0.8  # subject-specific FC is identifiable
     assert results["methods"]["chance"]["1"]["accuracy"]["mean"] == pytest.approx(0.2)
     # Same episodes for every method: the untrained FC encoder differs only by metric.
-    np.testing.assert_array_equal(episodes["untrained"][4].query_index,
-                                  episodes["fc-fingerprint"][4].query_index)
+    np.testing.assert_array_equal(episodes["untrained"][4].query_index, episodes["fc-fingerprint"][4].query_index)
     table = results_table(results, "roc_auc")
     assert "| fc-fingerprint |" in table and "K = 4" in table and "±" in table
     path = save_metrics(results, tmp_path / "run" / "metrics.json")
@@ -116,8 +113,7 @@ def test_open_set_never_shows_evaluated_subjects_to_the_encoder(monkeypatch):
         return lda_fc_factory(train)
 
     monkeypatch.setitem(protocols.BASELINES, "lda-fc", (recording_lda, "euclidean"))
-    results = open_set(runs, 20, {"untrained": recorder}, n_splits=3, k_shots=(2,),
-                       n_episodes=31)
+    results = open_set(runs, 20, {"untrained": recorder}, n_splits=3, k_shots=(2,), n_episodes=31)
     splits = results["meta"]["splits"]
     assert [s["n_episodes"] for s in splits] in ([10, 11, 10], [10, 10, 11], [11, 10, 10])
     assert results["meta"]["n_way"] == 4 and len(splits) == 3
@@ -129,8 +125,7 @@ def test_open_set_never_shows_evaluated_subjects_to_the_encoder(monkeypatch):
             assert set(np.asarray(windows.subjects)[windows.labels]) == set(split["train"])
     assert len({tuple(s["evaluated"]) for s in splits}) > 1
     assert results["methods"]["chance"]["2"]["accuracy"]["mean"] == pytest.approx(0.25)
-    again = open_set(runs, 20, {"untrained": _Recorder()}, n_splits=3, k_shots=(2,),
-                     n_episodes=31)
+    again = open_set(runs, 20, {"untrained": _Recorder()}, n_splits=3, k_shots=(2,), n_episodes=31)
     assert again["methods"]["untrained"] == results["methods"]["untrained"]
 
 

@@ -62,9 +62,7 @@ def test_truncated_mat_is_a_data_error_naming_the_file(tmp_path: Path) -> None:
 
 def test_csv_header_gives_roi_names_and_numeric_first_row_is_data(tmp_path: Path) -> None:
     data = _series(30, 3)
-    (tmp_path / "named.csv").write_text(
-        "V1,V2,PCC\n" + "\n".join(",".join(f"{v:.6f}" for v in row) for row in data)
-    )
+    (tmp_path / "named.csv").write_text("V1,V2,PCC\n" + "\n".join(",".join(f"{v:.6f}" for v in row) for row in data))
     series, names, _ = read_roi_series(tmp_path / "named.csv")
     assert names == ["V1", "V2", "PCC"] and series.shape == (30, 3)
     (tmp_path / "bare.tsv").write_text("\n".join("\t".join(f"{v:.6f}" for v in row) for row in data))
@@ -185,13 +183,15 @@ def test_roi_count_mismatch_names_both_files(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("path", "pattern", "expected"),
     [
-        ("ds/sub-07/ses-2/func/sub-07_ses-2_task-rest_run-03_bold.nii.gz", None,
-         {"subject": "07", "session": "2", "run": "03"}),
-        ("data/subject42_scan1.npy", r"subject(?P<subject>\d+)_scan(?P<run>\d)",
-         {"subject": "42", "run": "1"}),
+        (
+            "ds/sub-07/ses-2/func/sub-07_ses-2_task-rest_run-03_bold.nii.gz",
+            None,
+            {"subject": "07", "session": "2", "run": "03"},
+        ),
+        ("data/subject42_scan1.npy", r"subject(?P<subject>\d+)_scan(?P<run>\d)", {"subject": "42", "run": "1"}),
         ("data/patientA.csv", None, {"subject": "patientA"}),
     ],
-)  # fmt: skip
+)
 def test_parse_ids(path: str, pattern: str | None, expected: dict[str, str]) -> None:
     assert parse_ids(path, pattern) == expected
 

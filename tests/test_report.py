@@ -12,17 +12,11 @@ from nbformat.v4 import new_code_cell, new_notebook, new_output
 from test_notebooks import tiny_report_dir
 
 from workbench.errors import ConfigError, WorkbenchError
+from workbench.notebook import TrainingPlan, save_training_plan, training_plan
 from workbench.report import PROFILES, ReportError, run_report
-from workbench.report.html import key_figure, write_notebook_html
-from workbench.report.params import (
-    NOTEBOOKS,
-    declared_parameters,
-    parse_cli_params,
-    parse_methods,
-    parse_pairs,
-    plan_parameters,
-    split_list,
-)
+from workbench.report.html import write_notebook_html
+from workbench.report.params import NOTEBOOKS, declared_parameters, parse_cli_params, plan_parameters
+from workbench.viz.outputs import key_figure
 
 
 @pytest.fixture(scope="session")
@@ -33,48 +27,53 @@ def tiny_report(tmp_path_factory: pytest.TempPathFactory, neurolib_cache: Path) 
 # --------------------------------------------------------------------------- the parameter language
 
 
-def test_split_list_and_pairs() -> None:
-    assert split_list(" 20, 40 ,80,", int) == [20, 40, 80]
-    assert split_list("", int) == []
-    with pytest.raises(ConfigError, match="windows.*int"):
-        split_list("20,forty", int, "windows")
-    assert parse_pairs("jepa:small, fewshot=tiny") == {"jepa": "small", "fewshot": "tiny"}
-    with pytest.raises(ConfigError, match="method:value"):
-        parse_pairs("jepa")
-    with pytest.raises(ConfigError, match="twice"):
-        parse_pairs("jepa:small,jepa:tiny")
-
-
-def test_parse_methods_checks_the_registry() -> None:
-    spec = parse_methods("jepa,fewshot", "jepa:tiny", "fewshot:7")
-    assert list(spec) == ["jepa", "fewshot"]
-    assert spec["jepa"] == {"preset": "tiny", "max_steps": None}
-    assert spec["fewshot"] == {"preset": None, "max_steps": 7}
-    with pytest.raises(ConfigError, match="unknown method 'nope'.*fewshot"):
-        parse_methods("fewshot,nope")
+def test_training_plan_defaults_saved_plan_and_overrides(tmp_path: Path) -> None:
+    assert training_plan() == TrainingPlan()
+    plan = training_plan({"methods": ["jepa", "fewshot"], "presets": {"jepa": "tiny"}, "steps": {"fewshot": 7}})
+    assert plan.engine("fewshot") == {"max_steps": 7} and plan.engine("jepa") == {}
+    save_training_plan(plan, tmp_path)
+    later = training_plan({}, tmp_path)  # what 04 and 05 see after 03
+    assert later == plan
+    assert training_plan({"seed": 3}, tmp_path).model_dump() == {**plan.model_dump(), "seed": 3}
+    with pytest.raises(ConfigError, match="unknown family 'nope'.*fewshot"):
+        training_plan({"methods": ["fewshot", "nope"]})
     with pytest.raises(ConfigError, match="no preset 'huge'.*tiny"):
-        parse_methods("jepa", "jepa:huge")
-    with pytest.raises(ConfigError, match="names no method"):
-        parse_methods(" , ")
+        training_plan({"presets": {"jepa": "huge"}})
+    with pytest.raises(ConfigError, match="windw.*Valid fields"):
+        training_plan({"windw": 40})
+    with pytest.raises(ConfigError, match="window"):
+        training_plan({"window": "40"})  # strict: a string is not an int
+    with pytest.raises(ConfigError, match="whole number"):
+        training_plan({"steps": {"jepa": 0}})
 
 
 def test_parse_cli_params() -> None:
-    assert parse_cli_params(["epochs=3", "k_shots=1,4", "presets=jepa=small"]) == {
-        "epochs": "3", "k_shots": "1,4", "presets": "jepa=small"}
+    assert parse_cli_params(["n_episodes=3", "k_shots=[1, 4]", "dataset=my-study"]) == {
+        "n_episodes": "3",
+        "k_shots": "[1, 4]",
+        "dataset": "my-study",
+    }
     with pytest.raises(ConfigError, match="NAME=VALUE"):
-        parse_cli_params(["epochs"])
+        parse_cli_params(["n_episodes"])
 
 
 def test_plan_gives_each_notebook_only_its_parameters_with_their_types() -> None:
     declared = declared_parameters()
-    plan = plan_parameters({"dataset": "x", "epochs": "3", "n_episodes": 50.0, "patch_size": 4}, declared)
-    assert plan["01_data_inspection"] == {"dataset": "x"}
-    assert plan["02_masks"] == {"dataset": "x", "patch_size": 4}
-    assert plan["03_train"] == {"dataset": "x", "epochs": 3}
-    assert plan["05_fewshot"] == {"dataset": "x", "epochs": 3, "n_episodes": 50}
-    assert isinstance(plan["05_fewshot"]["n_episodes"], int)
-    with pytest.raises(ConfigError, match="epochs of 03_train expects int, got 'many'"):
-        plan_parameters({"epochs": "many"}, declared)
+    cli = parse_cli_params(["dataset=123", "k_shots=[1, 4]", "training={window: 20}", "n_episodes=50"])
+    plan = plan_parameters(cli, declared)
+    assert plan["01_data_inspection"] == {"dataset": "123"}  # a string parameter keeps the text
+    assert plan["03_train"] == {"training": {"window": 20}}
+    assert plan["05_fewshot"] == {"training": {"window": 20}, "k_shots": [1, 4], "n_episodes": 50}
+    assert plan_parameters({"n_episodes": 50}, declared)["05_fewshot"] == {"n_episodes": 50}
+    for bad, match in [
+        ({"n_episodes": "many"}, "n_episodes of 05_fewshot"),
+        (parse_cli_params(["n_episodes=inf"]), "n_episodes"),
+        (parse_cli_params(["n_episodes=2.5"]), "valid integer"),
+        (parse_cli_params(["k_shots=[1,"]), "not valid YAML"),
+        ({"windows": 40}, "expected list"),
+    ]:
+        with pytest.raises(ConfigError, match=match):
+            plan_parameters(bad, declared)
     for profile in PROFILES.values():  # every profile speaks the notebooks' language
         plan_parameters(profile.params, declared)
 
@@ -84,7 +83,7 @@ def test_unknown_parameter_is_refused_before_anything_runs(tmp_path: Path) -> No
         run_report("tiny", out=tmp_path, params={"n_epsiodes": 3}, progress=False)
     message = str(info.value)
     assert "'n_epsiodes'" in message
-    for valid in ("n_episodes", "k_shots", "window", "methods", "nifti_dataset", "umap_neighbors"):
+    for valid in ("n_episodes", "k_shots", "training", "nifti_dataset", "umap_neighbors"):
         assert valid in message
     assert list(tmp_path.iterdir()) == []  # no run folder, no notebook executed
 
@@ -92,8 +91,8 @@ def test_unknown_parameter_is_refused_before_anything_runs(tmp_path: Path) -> No
 def test_bad_profile_method_or_run_id_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown profile 'fast'.*quick"):
         run_report("fast", out=tmp_path)
-    with pytest.raises(ConfigError, match="unknown method 'vae'"):
-        run_report("tiny", methods="fewshot,vae", out=tmp_path, progress=False)
+    with pytest.raises(ConfigError, match="unknown family 'vae'"):
+        run_report("tiny", methods=["fewshot", "vae"], out=tmp_path, progress=False)
     with pytest.raises(ConfigError, match="run_id"):
         run_report("tiny", run_id="../escape", out=tmp_path, progress=False)
     with pytest.raises(ConfigError, match="out_dir is the report folder"):
@@ -116,24 +115,31 @@ def test_key_figure_records_captions(tmp_path: Path) -> None:
 
 def test_notebook_html_is_offline_and_drops_widgets(tmp_path: Path) -> None:
     view = {"model_id": "abc", "version_major": 2, "version_minor": 0}
-    cell = new_code_cell("x", outputs=[
-        new_output("display_data", {"application/vnd.jupyter.widget-view+json": view, "text/plain": "0%|"}),
-        new_output("display_data", {"text/plain": "kept output"}),
-        new_output("display_data", {"text/html": '<div id="plot">plot</div><script type="text/javascript" '
-                                                 'src="https://cdn.example.org/mathjax.js"></script>'}),
-    ])
+    cell = new_code_cell(
+        "x",
+        outputs=[
+            new_output("display_data", {"application/vnd.jupyter.widget-view+json": view, "text/plain": "0%|"}),
+            new_output("display_data", {"text/plain": "kept output"}),
+            new_output(
+                "display_data",
+                {
+                    "text/html": '<div id="plot">plot</div><script type="text/javascript" '
+                    'src="https://cdn.example.org/mathjax.js"></script>'
+                },
+            ),
+        ],
+    )
     nb = new_notebook(cells=[cell], metadata={"widgets": {"application/vnd.jupyter.widget-state+json": {}}})
     nbformat.write(nb, tmp_path / "n.ipynb")
     page = write_notebook_html(tmp_path / "n.ipynb", tmp_path / "n.html").read_text()
     assert "kept output" in page and "0%|" not in page and '<div id="plot">plot</div>' in page
     assert "cdn.example.org" not in page
-    assert "src=\"http" not in page and "cdnjs" not in page and "unpkg" not in page
+    assert 'src="http' not in page and "cdnjs" not in page and "unpkg" not in page
 
 
 # --------------------------------------------------------------------------- a failing notebook
 
 
-@pytest.mark.slow
 @pytest.mark.slow
 def test_failing_cell_is_named_in_index_and_raises(tmp_path: Path, use_neurolib_cache: Path) -> None:
     with pytest.raises(ReportError, match="01_data_inspection failed at cell \\d+: CatalogError") as info:
@@ -162,11 +168,21 @@ def test_failing_cell_is_named_in_index_and_raises(tmp_path: Path, use_neurolib_
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_manifest_fields(tiny_report: Path) -> None:
     manifest = json.loads((tiny_report / "manifest.json").read_text())
-    for key in ("run_id", "profile", "git_commit", "versions", "device", "datasets", "parameters",
-                "notebooks", "status", "wall_time_s", "started"):
+    for key in (
+        "run_id",
+        "profile",
+        "git_commit",
+        "versions",
+        "device",
+        "datasets",
+        "parameters",
+        "notebooks",
+        "status",
+        "wall_time_s",
+        "started",
+    ):
         assert key in manifest
     assert manifest["profile"] == "tiny" and manifest["run_id"] == "tiny"
     assert len(manifest["git_commit"]) == 40 or manifest["git_commit"] == "unknown"
@@ -187,12 +203,11 @@ def test_manifest_fields(tiny_report: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_index_links_everything(tiny_report: Path) -> None:
     index = (tiny_report / "index.html").read_text()
     for nb in NOTEBOOKS:
         assert f"notebooks/{nb}.html" in index
-    for method in PROFILES["tiny"].params["methods"].split(","):
+    for method in PROFILES["tiny"].params["training"]["methods"]:
         assert f"umap_{method}.html" in index and f"figures/04_umap_{method}.png" in index
     assert "closed-set 40-way, W = 24" in index and "fc-fingerprint" in index and "lda-fc" in index
     for png in (tiny_report / "figures").glob("*.png"):
@@ -200,14 +215,16 @@ def test_index_links_everything(tiny_report: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_same_seed_gives_identical_metrics(tiny_report: Path, tmp_path: Path, use_neurolib_cache: Path) -> None:
     """05 run again into a fresh folder (so every encoder is retrained) writes the same file."""
     manifest = json.loads((tiny_report / "manifest.json").read_text())
     parameters = {**manifest["parameters"]["05_fewshot"], "out_dir": str(tmp_path)}
     papermill.execute_notebook(
-        str(Path(__file__).parents[1] / "notebooks" / "05_fewshot.ipynb"), str(tmp_path / "05.ipynb"),
-        parameters=parameters, kernel_name="python3", progress_bar=False,
+        str(Path(__file__).parents[1] / "notebooks" / "05_fewshot.ipynb"),
+        str(tmp_path / "05.ipynb"),
+        parameters=parameters,
+        kernel_name="python3",
+        progress_bar=False,
     )
     first = (tiny_report / "metrics.json").read_bytes()
     assert (tmp_path / "metrics.json").read_bytes() == first

@@ -1,4 +1,4 @@
-"""Triplet, class-balanced and enrollment samplers: invariants, determinism, failures."""
+"""Class-balanced and enrollment samplers: invariants, determinism, failures."""
 
 from __future__ import annotations
 
@@ -8,57 +8,10 @@ import torch
 
 from workbench.data.samplers import (
     ClassBalancedBatchSampler,
-    label_triplets,
     noise_negatives,
     random_halves,
 )
 from workbench.errors import ConfigError, DataError
-
-# classes of sizes 1 (label 9), 2 (label 3), 3 (label 0) and 6 (label 7), shuffled
-LABELS = np.random.default_rng(0).permutation(np.array([9] + [3] * 2 + [0] * 3 + [7] * 6))
-
-
-def test_label_triplet_invariants_over_many_seeds() -> None:
-    single = LABELS == 9
-    for seed in range(500):
-        anchor, positive, negative = label_triplets(LABELS, np.random.default_rng(seed))
-        np.testing.assert_array_equal(anchor, np.arange(LABELS.size))
-        assert np.all(LABELS[positive] == LABELS[anchor])
-        assert np.all(LABELS[negative] != LABELS[anchor])
-        assert np.all(positive[single] == anchor[single])  # single-member class: the anchor itself
-        assert np.all(positive[~single] != anchor[~single])  # never the anchor otherwise
-
-
-def test_label_triplets_torch_generator_and_device() -> None:
-    labels = torch.from_numpy(LABELS)
-    first = label_triplets(labels, torch.Generator().manual_seed(5))
-    again = label_triplets(labels, torch.Generator().manual_seed(5))
-    assert all(isinstance(t, torch.Tensor) and t.dtype == torch.int64 for t in first)
-    for a, b in zip(first, again):
-        torch.testing.assert_close(a, b)
-    assert torch.all(labels[first[1]] == labels) and torch.all(labels[first[2]] != labels)
-
-
-def test_label_triplets_are_uniform() -> None:
-    # anchor of the class of size 3: each of its 2 other members is the positive half the time;
-    # negatives: each of the 3 other classes a third of the time (Neural Vault's class-first draw)
-    rng = np.random.default_rng(1)
-    draws = [label_triplets(LABELS, rng) for _ in range(3000)]
-    i = int(np.flatnonzero(LABELS == 0)[0])
-    positives = np.array([p[i] for _, p, _ in draws])
-    others = np.flatnonzero(LABELS == 0)[1:]
-    assert set(np.unique(positives)) == set(others)
-    assert np.mean(positives == others[0]) == pytest.approx(0.5, abs=0.04)
-    neg_classes = LABELS[np.array([n[i] for _, _, n in draws])]
-    for c in (9, 3, 7):
-        assert np.mean(neg_classes == c) == pytest.approx(1 / 3, abs=0.04)
-
-
-def test_label_triplets_need_two_classes() -> None:
-    with pytest.raises(DataError, match="at least two classes"):
-        label_triplets(np.zeros(5, dtype=int), np.random.default_rng(0))
-    with pytest.raises(DataError, match="1-D"):
-        label_triplets(np.zeros((2, 3), dtype=int), np.random.default_rng(0))
 
 
 def _pk_labels() -> np.ndarray:

@@ -77,7 +77,7 @@ def test_continuous_y_shapes_and_label_drives_connectivity():
     recs = continuous_y(seed=0)
     assert len(recs) == 40 and recs[0].data.shape == (300, 32) and recs[0].data.dtype == np.float32
     y = np.array([r.meta["y"] for r in recs])
-    assert 20 <= y.min() and y.max() <= 80 and y.std() > 5
+    assert y.min() >= 20 and y.max() <= 80 and y.std() > 5
     np.testing.assert_allclose([r.meta["mix"] for r in recs], (y - 20) / 60)
     # The leading principal component of the FC profiles, found without y, tracks y.
     edges = np.array([_fc_edges(r.data) for r in recs])

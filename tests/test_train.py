@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from workbench.data.recording import Recording
+from workbench.data.spec import DataSpec
 from workbench.data.windows import WindowSet
 from workbench.errors import CheckpointError, ConfigError
 from workbench.models.base import Method
@@ -37,9 +38,9 @@ class Toy(Method):
     Config = ToyConfig
     train_defaults = {"lr": 1e-2, "batch_size": 8}
 
-    def __init__(self, config, n_rois, n_timepoints):
-        super().__init__(config, n_rois, n_timepoints)
-        self.net = nn.Sequential(nn.Linear(n_rois, config.width), nn.Dropout(config.dropout))
+    def __init__(self, config, spec):
+        super().__init__(config, spec)
+        self.net = nn.Sequential(nn.Linear(spec.n_features, config.width), nn.Dropout(config.dropout))
         self.head = nn.Linear(config.width, 3)
         self.epochs_seen: list[int] = []
 
@@ -51,17 +52,17 @@ class Toy(Method):
         loss = nn.functional.cross_entropy(logits, batch["subject"])
         return {"loss": loss, "noise": torch.rand(())}
 
-    def after_epoch(self, epoch, data):
+    def after_epoch(self, epoch):
         self.epochs_seen.append(epoch)
+
+
+SPEC = DataSpec(5, 10, n_subjects=3)
 
 
 @pytest.fixture
 def windows():
     rng = np.random.default_rng(0)
-    recs = [
-        Recording(f"s{i}", "1", (rng.standard_normal((120, 5)) + i).astype(np.float32), 1.0)
-        for i in range(3)
-    ]
+    recs = [Recording(f"s{i}", "1", (rng.standard_normal((120, 5)) + i).astype(np.float32), 1.0) for i in range(3)]
     return WindowSet(recs, length=10, stride=5)
 
 
@@ -104,7 +105,7 @@ def test_resolve_device():
 
 def test_training_reduces_the_loss_and_writes_history(tmp_path, windows, toy_registered):
     torch.manual_seed(0)
-    method = Toy(ToyConfig(), 5, 10)
+    method = Toy(ToyConfig(), SPEC)
     cfg = make_train_config(method, epochs=6, device="cpu")
     result = train(method, windows, cfg, tmp_path, progress=False)
     losses = [h["loss"] for h in result.history["epoch"]]
@@ -118,7 +119,7 @@ def test_same_seed_same_weights(tmp_path, windows, toy_registered):
     runs = []
     for name in ("a", "b"):
         torch.manual_seed(123)  # identical init
-        m = Toy(ToyConfig(), 5, 10)
+        m = Toy(ToyConfig(), SPEC)
         train(m, windows, make_train_config(m, epochs=2, device="cpu", seed=4), tmp_path / name, progress=False)
         runs.append(_params(m))
     assert torch.equal(runs[0], runs[1])
@@ -128,9 +129,14 @@ def test_deterministic_kernels_during_training_only(tmp_path, windows, toy_regis
     seen = []
     for deterministic in (True, False):
         torch.manual_seed(0)
-        m = Toy(ToyConfig(), 5, 10)
-        loss = m.training_loss
-        m.training_loss = lambda batch: (seen.append(torch.are_deterministic_algorithms_enabled()), loss(batch))[1]
+        m = Toy(ToyConfig(), SPEC)
+        original = m.training_loss
+
+        def recording_loss(batch, original=original):
+            seen.append(torch.are_deterministic_algorithms_enabled())
+            return original(batch)
+
+        m.training_loss = recording_loss
         cfg = make_train_config(m, epochs=1, device="cpu", deterministic=deterministic)
         train(m, windows, cfg, tmp_path / str(deterministic), progress=False)
         assert not torch.are_deterministic_algorithms_enabled()  # the caller's setting is restored
@@ -139,16 +145,17 @@ def test_deterministic_kernels_during_training_only(tmp_path, windows, toy_regis
 
 def test_resume_reproduces_the_uninterrupted_run(tmp_path, windows, toy_registered):
     torch.manual_seed(0)
-    straight = Toy(ToyConfig(), 5, 10)
+    straight = Toy(ToyConfig(), SPEC)
     init = {k: v.clone() for k, v in straight.state_dict().items()}
-    cfg = make_train_config(straight, epochs=4, device="cpu", checkpoint_every=3, warmup_steps=2,
-                            weight_decay=0.01, final_weight_decay=0.1)
+    cfg = make_train_config(
+        straight, epochs=4, device="cpu", checkpoint_every=3, warmup_steps=2, weight_decay=0.01, final_weight_decay=0.1
+    )
     train(straight, windows, cfg, tmp_path / "straight", progress=False)
 
     class Crash(RuntimeError):
         pass
 
-    interrupted = Toy(ToyConfig(), 5, 10)
+    interrupted = Toy(ToyConfig(), SPEC)
     interrupted.load_state_dict(init)
     original = interrupted.after_step
 
@@ -162,7 +169,7 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, windows, toy_register
         train(interrupted, windows, cfg, tmp_path / "resumed", progress=False)
     assert read_checkpoint(tmp_path / "resumed")["step"] == 6
 
-    resumed = Toy(ToyConfig(), 5, 10)
+    resumed = Toy(ToyConfig(), SPEC)
     resumed.load_state_dict(init)
     result = train(resumed, windows, cfg, tmp_path / "resumed", progress=False)
     assert torch.allclose(_params(resumed), _params(straight), atol=1e-6)
@@ -171,7 +178,7 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, windows, toy_register
 
 
 def test_checkpoint_round_trip_and_refusals(tmp_path, windows, toy_registered):
-    m = Toy(ToyConfig(), 5, 10)
+    m = Toy(ToyConfig(), SPEC)
     train(m, windows, make_train_config(m, epochs=1, device="cpu"), tmp_path, progress=False)
     loaded, standardizer, state = load_method(tmp_path)
     assert torch.equal(_params(loaded), _params(m))
@@ -184,7 +191,7 @@ def test_checkpoint_round_trip_and_refusals(tmp_path, windows, toy_registered):
     with pytest.raises(CheckpointError, match="unexpected content"):
         read_checkpoint(tmp_path / "extra.pt")
 
-    torch.save({"format": "workbench-checkpoint-1", "model": Toy}, tmp_path / "pickled.pt")
+    torch.save({"format": "workbench-checkpoint-2", "model": Toy}, tmp_path / "pickled.pt")
     with pytest.raises(CheckpointError, match="loaded safely"):
         read_checkpoint(tmp_path / "pickled.pt")
 
@@ -196,7 +203,7 @@ def test_checkpoint_round_trip_and_refusals(tmp_path, windows, toy_registered):
 
 
 def test_no_partial_checkpoint_on_failed_write(tmp_path, windows, toy_registered, monkeypatch):
-    m = Toy(ToyConfig(), 5, 10)
+    m = Toy(ToyConfig(), SPEC)
 
     def broken_save(obj, path):
         with open(path, "wb") as fh:
@@ -210,14 +217,13 @@ def test_no_partial_checkpoint_on_failed_write(tmp_path, windows, toy_registered
 
 
 def test_too_few_windows_for_a_step(tmp_path, windows, toy_registered):
-    m = Toy(ToyConfig(), 5, 10)
+    m = Toy(ToyConfig(), SPEC)
     with pytest.raises(ConfigError, match="no optimiser step"):
-        train(m, windows, make_train_config(m, batch_size=4, grad_accum=1000, device="cpu"), tmp_path,
-              progress=False)
+        train(m, windows, make_train_config(m, batch_size=4, grad_accum=1000, device="cpu"), tmp_path, progress=False)
 
 
 def test_non_finite_loss_is_a_clear_error(tmp_path, windows, toy_registered):
-    m = Toy(ToyConfig(), 5, 10)
+    m = Toy(ToyConfig(), SPEC)
     m.training_loss = lambda batch: {"loss": torch.tensor(float("nan"), requires_grad=True)}
     with pytest.raises(ConfigError, match="lower the learning rate"):
         train(m, windows, make_train_config(m, epochs=1, device="cpu"), tmp_path, progress=False)

@@ -39,9 +39,7 @@ def test_plain_mean_counts_satisfied_triplets() -> None:
 def test_matches_independent_computation() -> None:
     gen = torch.Generator().manual_seed(0)
     a, p, n = torch.randn(3, 50, 7, generator=gen).unbind(0)
-    expected = torch.clamp(
-        torch.cdist(a, p).diagonal() ** 2 - torch.cdist(a, n).diagonal() ** 2 + 0.7, min=0
-    ).mean()
+    expected = torch.clamp(torch.cdist(a, p).diagonal() ** 2 - torch.cdist(a, n).diagonal() ** 2 + 0.7, min=0).mean()
     torch.testing.assert_close(triplet_margin_loss(a, p, n, margin=0.7), expected, rtol=1e-4, atol=1e-5)
 
 

@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 from scipy.signal import welch
 
+from workbench.connectivity import fc_matrix, group_fc
 from workbench.data.recording import Recording
 from workbench.errors import DataError
 from workbench.viz.data import (
-    fc_matrix,
-    group_fc,
     plot_carpet,
     plot_fc,
     plot_fc_grid,
@@ -158,15 +157,9 @@ def test_plot_power_spectra_draws_group_means_and_ranges() -> None:
         plot_power_spectra(freqs, psd, ["x"])
 
 
-def test_fc_matrix_group_fc_and_plot_fc_show_the_matrix() -> None:
+def test_plot_fc_and_the_grid_show_the_matrices() -> None:
     recs = [_series(s, R=5) for s in (10, 11, 12)]
     fc = fc_matrix(recs[0].data)
-    x = recs[0].data.astype(float)
-    assert fc[1, 3] == pytest.approx(np.corrcoef(x[:, 1], x[:, 3])[0, 1])
-    group = group_fc(recs)
-    expected = np.tanh(np.mean([np.arctanh(fc_matrix(r.data)[0, 4]) for r in recs]))
-    assert group[0, 4] == pytest.approx(expected)
-    np.testing.assert_allclose(np.diag(group), 1.0)
     ax = plot_fc(fc, labels=[f"r{i}" for i in range(5)], title="fc").axes[0]
     np.testing.assert_allclose(np.asarray(ax.images[0].get_array()), fc)
     assert ax.images[0].get_clim() == (-1.0, 1.0)
@@ -174,7 +167,7 @@ def test_fc_matrix_group_fc_and_plot_fc_show_the_matrix() -> None:
     assert sum(bool(a.images) for a in fig.axes) == 2
     np.testing.assert_allclose(np.asarray(fig.axes[1].images[0].get_array()), fc_matrix(recs[1].data))
     with pytest.raises(DataError, match="ROI count"):
-        group_fc([recs[0], _series(13, R=4)])
+        group_fc([recs[0].data, _series(13, R=4).data])
 
 
 def test_nifti_figures_draw_the_mean_volume_and_voxel_carpet() -> None:
@@ -188,10 +181,14 @@ def test_nifti_figures_draw_the_mean_volume_and_voxel_carpet() -> None:
 
 
 def _history(n: int, lr: float) -> dict:
-    steps = [{"step": s, "epoch": (s - 1) // 5, "lr": lr, "weight_decay": 0.0, "loss": 1.0 / s,
-              "grad_norm": float(s)} for s in range(1, n + 1)]
-    epochs = [{"epoch": e, "loss": float(np.mean([1.0 / s for s in range(5 * e + 1, 5 * e + 6)])),
-               "step": 5 * e + 5} for e in range(n // 5)]
+    steps = [
+        {"step": s, "epoch": (s - 1) // 5, "lr": lr, "weight_decay": 0.0, "loss": 1.0 / s, "grad_norm": float(s)}
+        for s in range(1, n + 1)
+    ]
+    epochs = [
+        {"epoch": e, "loss": float(np.mean([1.0 / s for s in range(5 * e + 1, 5 * e + 6)])), "step": 5 * e + 5}
+        for e in range(n // 5)
+    ]
     return {"step": steps, "epoch": epochs}
 
 

@@ -68,8 +68,12 @@ def _figure():
     subjects = np.array(["s1", "s2", "s3"] * 4)
     dataset = np.array(["hcp"] * 6 + ["gw"] * 6)
     time = np.linspace(0.0, 110.0, 12)
-    fig = umap_figure(coords, {"subject": subjects, "dataset": dataset, "time in run": time},
-                      hover={"window": np.arange(12)}, title="map")
+    fig = umap_figure(
+        coords,
+        {"subject": subjects, "dataset": dataset, "time in run": time},
+        hover={"window": np.arange(12)},
+        title="map",
+    )
     return fig, coords, subjects, time
 
 

@@ -29,12 +29,12 @@ def _results(window: int, protocol: str = "closed-set", n_way: int = 4) -> dict:
     methods = {}
     for m, method in enumerate(("fewshot", "fc-fingerprint")):
         methods[method] = {
-            str(k): {metric: {"mean": 0.5 + 0.1 * m + 0.01 * k + window / 1000, "ci": 0.01 * (m + 1)}
-                     for metric in METRICS}
+            str(k): {
+                metric: {"mean": 0.5 + 0.1 * m + 0.01 * k + window / 1000, "ci": 0.01 * (m + 1)} for metric in METRICS
+            }
             for k in (1, 2, 4)
         }
-    methods["chance"] = {str(k): {metric: {"mean": 1 / n_way, "ci": 0.0} for metric in METRICS}
-                         for k in (1, 2, 4)}
+    methods["chance"] = {str(k): {metric: {"mean": 1 / n_way, "ci": 0.0} for metric in METRICS} for k in (1, 2, 4)}
     return {"meta": {"protocol": protocol, "window": window, "n_way": n_way}, "methods": methods}
 
 
@@ -42,8 +42,9 @@ def test_results_frame_is_long_and_complete() -> None:
     frame = results_frame({20: _results(20), 40: _results(40)})
     assert list(frame.columns) == ["protocol", "window", "n_way", "method", "k", "metric", "mean", "ci"]
     assert len(frame) == 2 * 3 * 3 * 4  # windows × methods × K × metrics
-    row = frame[(frame.window == 40) & (frame.method == "fc-fingerprint") & (frame.k == 4)
-                & (frame.metric == "eer")].iloc[0]
+    row = frame[
+        (frame.window == 40) & (frame.method == "fc-fingerprint") & (frame.k == 4) & (frame.metric == "eer")
+    ].iloc[0]
     assert row["mean"] == pytest.approx(0.5 + 0.1 + 0.04 + 0.04) and row["ci"] == pytest.approx(0.02)
     assert frame["k"].dtype.kind == "i"
     with pytest.raises(DataError, match="key 20 holds results for window 40"):
@@ -54,8 +55,7 @@ def test_results_frame_is_long_and_complete() -> None:
 
 def test_results_frame_reads_real_closed_set_output() -> None:
     rng = np.random.default_rng(0)
-    recordings = [Recording(f"s{i}", "1", (rng.normal(size=(160, 6)) + i).astype(np.float32), 2.0)
-                  for i in range(4)]
+    recordings = [Recording(f"s{i}", "1", (rng.normal(size=(160, 6)) + i).astype(np.float32), 2.0) for i in range(4)]
     results = closed_set(recordings, window=16, k_shots=(1, 2), n_episodes=8)
     frame = results_frame([results])
     assert set(frame["method"]) == set(results["methods"])

@@ -80,18 +80,14 @@ def test_gallery_and_coverage_figures() -> None:
         np.testing.assert_array_equal(np.asarray(ax.images[0].get_array()), expected)
     stats = coverage_stats(collator, n_draws=10, seed=0)
     cover = plot_coverage(stats)
-    np.testing.assert_array_equal(
-        np.asarray(cover.axes[0].images[0].get_array()), stats["p_context"]
-    )
+    np.testing.assert_array_equal(np.asarray(cover.axes[0].images[0].get_array()), stats["p_context"])
 
 
 def test_inspector_draws_on_creation() -> None:
     inspector = mask_inspector(R, P, seed=3, n_draws=20)
     assert isinstance(inspector, MaskInspector)
     assert inspector.error is None
-    np.testing.assert_array_equal(
-        np.asarray(inspector.figure.axes[0].images[0].get_array()), _grid(MaskConfig(), 3)
-    )
+    np.testing.assert_array_equal(np.asarray(inspector.figure.axes[0].images[0].get_array()), _grid(MaskConfig(), 3))
     (output,) = inspector.output.outputs
     png = base64.b64decode(output["data"]["image/png"])
     assert png.startswith(b"\x89PNG")
@@ -104,17 +100,13 @@ def test_inspector_redraws_on_slider_change() -> None:
     first_figure, first_stats = inspector.figure, inspector.stats
     inspector.controls["seed"].value = 9
     assert inspector.figure is not first_figure
-    np.testing.assert_array_equal(
-        np.asarray(inspector.figure.axes[0].images[0].get_array()), _grid(MaskConfig(), 9)
-    )
+    np.testing.assert_array_equal(np.asarray(inspector.figure.axes[0].images[0].get_array()), _grid(MaskConfig(), 9))
     assert inspector.stats["counts"] != first_stats["counts"]
 
     inspector.controls["pred_mask_T_scale"].value = (0.0, 0.0)
     config = MaskConfig(pred_mask_T_scale=(0.0, 0.0))
     assert inspector.config() == config
-    np.testing.assert_array_equal(
-        np.asarray(inspector.figure.axes[0].images[0].get_array()), _grid(config, 9)
-    )
+    np.testing.assert_array_equal(np.asarray(inspector.figure.axes[0].images[0].get_array()), _grid(config, 9))
     assert inspector.stats["counts"]["cross_time"]["mean"] == 0.0
     assert inspector.stats["kind_frequency"]["double_cross"] == 0.0
 

@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import torch
 
+from workbench.data import normalize
+from workbench.data.cache import memmap_recordings
+from workbench.data.dataset import WindowDataset
+from workbench.data.normalize import Standardizer
 from workbench.data.recording import Recording
 from workbench.data.windows import (
-    Standardizer,
-    WindowDataset,
     WindowSet,
     assert_disjoint,
-    memmap_recordings,
     window_starts,
 )
 from workbench.errors import CheckpointError, ConfigError, DataError
@@ -31,10 +32,10 @@ def _recordings(lengths=(100, 100), n_rois=4, seed=0, subjects=None) -> list[Rec
 
 
 def _brute_force_overlap(a: WindowSet, b: WindowSet) -> bool:
-    frames_a = {(a.recordings[r].subject, a.recordings[r].session, f)
-                for r, s, e in a.spans() for f in range(s, e)}
-    return any((b.recordings[r].subject, b.recordings[r].session, f) in frames_a
-               for r, s, e in b.spans() for f in range(s, e))
+    frames_a = {(a.recordings[r].subject, a.recordings[r].session, f) for r, s, e in a.spans() for f in range(s, e)}
+    return any(
+        (b.recordings[r].subject, b.recordings[r].session, f) in frames_a for r, s, e in b.spans() for f in range(s, e)
+    )
 
 
 def test_window_starts_hand_cases():
@@ -87,7 +88,7 @@ def test_assert_disjoint_raises_on_overlap_and_agrees_with_brute_force():
     for _ in range(40):
         w_a, w_b = rng.integers(1, 12, size=2)
         a = WindowSet(recs, int(w_a), int(rng.integers(1, 15)), "all")
-        b = WindowSet(recs[int(rng.integers(0, 2)):], int(w_b), int(rng.integers(1, 15)), "all")
+        b = WindowSet(recs[int(rng.integers(0, 2)) :], int(w_b), int(rng.integers(1, 15)), "all")
         if _brute_force_overlap(a, b):
             with pytest.raises(DataError, match="overlap"):
                 assert_disjoint(a, b)
@@ -114,7 +115,7 @@ def test_window_set_indexing_and_get():
     assert x.shape == (3, 5, 3) and x.dtype == np.float32
     for out, i in zip(x, idx):
         rec = recs[ws.rec_index[i]]
-        np.testing.assert_array_equal(out, rec.data[ws.starts[i]: ws.starts[i] + 5])
+        np.testing.assert_array_equal(out, rec.data[ws.starts[i] : ws.starts[i] + 5])
     np.testing.assert_array_equal(ws.get(slice(0, 2)), ws.get(np.array([0, 1])))
     assert ws.get(3).shape == (5, 3)
     np.testing.assert_array_equal(ws.spans()[4], [1, 0, 5])
@@ -146,21 +147,23 @@ def test_window_set_validation_messages():
     short_and_long = WindowSet(_recordings(lengths=(3, 30)), 10, 10)
     assert set(short_and_long.rec_index) == {1}  # the short run just contributes nothing
     volume = Recording("v", "1", np.zeros((3, 3, 3, 10), np.float32), 2.0)
-    with pytest.raises(DataError, match="ROI series"):
+    with pytest.raises(DataError, match="volume_frames"):
         WindowSet([volume], 5, 5)
 
 
 def test_standardizer_matches_numpy_over_exactly_the_covered_frames():
     recs = _recordings(lengths=(41, 30), n_rois=3, seed=1)
     train = WindowSet(recs, length=6, stride=8, part="first")  # gaps between windows
-    covered = np.concatenate([
-        recs[0].data[[0, 1, 2, 3, 4, 5, 8, 9, 10, 11, 12, 13]],  # cut 20: starts 0, 8
-        recs[1].data[[0, 1, 2, 3, 4, 5, 8, 9, 10, 11, 12, 13]],  # cut 15: starts 0, 8
-    ]).astype(np.float64)
-    stats = Standardizer().fit(train)
+    covered = np.concatenate(
+        [
+            recs[0].data[[0, 1, 2, 3, 4, 5, 8, 9, 10, 11, 12, 13]],  # cut 20: starts 0, 8
+            recs[1].data[[0, 1, 2, 3, 4, 5, 8, 9, 10, 11, 12, 13]],  # cut 15: starts 0, 8
+        ]
+    ).astype(np.float64)
+    stats = Standardizer("dataset").fit(train)
     np.testing.assert_allclose(stats.mean_, covered.mean(axis=0), rtol=1e-12)
     np.testing.assert_allclose(stats.std_, covered.std(axis=0), rtol=1e-12)
-    overlapping = Standardizer().fit(WindowSet(recs[:1], length=6, stride=2, part="first"))
+    overlapping = Standardizer("dataset").fit(WindowSet(recs[:1], length=6, stride=2, part="first"))
     np.testing.assert_allclose(overlapping.mean_, recs[0].data[:20].astype(np.float64).mean(axis=0), rtol=1e-12)
     z = stats.transform(recs[0].data)
     np.testing.assert_allclose(z, (recs[0].data - covered.mean(axis=0)) / covered.std(axis=0), rtol=1e-5, atol=1e-5)
@@ -171,13 +174,13 @@ def test_standardizer_matches_numpy_over_exactly_the_covered_frames():
     assert stats.transform(recs[0].data.astype(np.float64), copy=False).dtype == np.float32
 
 
-def test_standardizer_ignores_the_second_part_and_streams_in_chunks():
+def test_standardizer_ignores_the_second_part_and_streams_in_chunks(monkeypatch):
     recs = _recordings(lengths=(50, 50), seed=2)
-    before = Standardizer().fit(WindowSet(recs, 5, 5, "first"))
+    before = Standardizer("dataset").fit(WindowSet(recs, 5, 5, "first"))
     for rec in recs:
         rec.data[25:] = 1e6
-    chunked = Standardizer()
-    chunked.chunk_frames = 7
+    chunked = Standardizer("dataset")
+    monkeypatch.setattr(normalize, "_CHUNK_FRAMES", 7)
     after = chunked.fit(WindowSet(recs, 5, 5, "first"))
     np.testing.assert_allclose(after.mean_, before.mean_, rtol=1e-12)
     np.testing.assert_allclose(after.std_, before.std_, rtol=1e-12)
@@ -187,23 +190,23 @@ def test_standardizer_errors_and_round_trip():
     recs = _recordings(lengths=(30,), n_rois=4)
     recs[0].data[:, 2] = 7.0
     with pytest.raises(DataError, match="ROI 2 is constant"):
-        Standardizer().fit(WindowSet(recs, 5, 5))
+        Standardizer("dataset").fit(WindowSet(recs, 5, 5))
     with pytest.raises(ConfigError, match="not fitted"):
-        Standardizer().transform(np.zeros((2, 4)))
-    fitted = Standardizer().fit(WindowSet(_recordings(lengths=(30,)), 5, 5))
+        Standardizer("dataset").transform(np.zeros((2, 4)))
+    fitted = Standardizer("dataset").fit(WindowSet(_recordings(lengths=(30,)), 5, 5))
     restored = Standardizer.from_dict(fitted.to_dict())
     np.testing.assert_array_equal(restored.mean_, fitted.mean_)
     np.testing.assert_array_equal(restored.std_, fitted.std_)
     with pytest.raises(DataError, match="4"):
         fitted.transform(np.zeros((2, 5)))
     with pytest.raises(CheckpointError, match="mean"):
-        Standardizer.from_dict({"std": [1.0]})
+        Standardizer.from_dict({"mode": "dataset", "std": [1.0]})
 
 
 def test_window_dataset_items_and_batches():
     recs = _recordings(lengths=(20, 20), n_rois=3)
     ws = WindowSet(recs, 5, 5)
-    stats = Standardizer().fit(WindowSet(recs, 5, 5, "first"))
+    stats = Standardizer("dataset").fit(WindowSet(recs, 5, 5, "first"))
     dataset = WindowDataset(ws, stats)
     assert len(dataset) == 8
     item = dataset[5]
@@ -243,7 +246,7 @@ def test_memmap_round_trip_and_windows_from_maps(tmp_path):
     assert mapped[0].meta["age"] == 30 and mapped[0].meta["cache_file"].endswith(".npy")
     ws_src, ws_map = WindowSet(recs, 8, 3), WindowSet(mapped, 8, 3)
     np.testing.assert_array_equal(ws_map.get(np.arange(len(ws_map))), ws_src.get(np.arange(len(ws_src))))
-    np.testing.assert_allclose(Standardizer().fit(ws_map).mean_, Standardizer().fit(ws_src).mean_)
+    np.testing.assert_allclose(Standardizer("dataset").fit(ws_map).mean_, Standardizer("dataset").fit(ws_src).mean_)
     assert ws_map.get(0).shape == (8, 3)  # pages released after the read, the map still works
     with pytest.raises(DataError, match="overlap"):
         assert_disjoint(ws_src, WindowSet(mapped, 8, 8, "second"))  # same runs, matched by name
@@ -286,7 +289,7 @@ def test_memmap_reports_a_corrupt_cached_file(tmp_path):
         memmap_recordings(recs, tmp_path)
 
 
-@pytest.mark.parametrize("mode", ["demean", "zscore"])
+@pytest.mark.parametrize("mode", ["window-demean", "window"])
 def test_window_norm_removes_run_offsets_without_looking_at_other_windows(mode):
     recs = _recordings(lengths=(40, 40), n_rois=3, seed=3)
     recs[1].data += np.float32(1e4)  # a per-run baseline, as in unprocessed BOLD
@@ -295,7 +298,7 @@ def test_window_norm_removes_run_offsets_without_looking_at_other_windows(mode):
     windows = ws.get(np.arange(len(ws)))
     z = stats.transform(windows)
     np.testing.assert_allclose(z.mean(axis=1), 0.0, atol=1e-5)
-    if mode == "zscore":
+    if mode == "window":
         np.testing.assert_allclose(z.std(axis=1), 1.0, atol=1e-4)
     # each window alone: transforming one window gives the same as transforming the batch
     np.testing.assert_allclose(stats.transform(windows[3:4]), z[3:4], atol=1e-6)
@@ -306,18 +309,17 @@ def test_window_norm_removes_run_offsets_without_looking_at_other_windows(mode):
 
 def test_window_norm_constant_roi_in_a_window_is_zero_and_state_round_trips():
     recs = _recordings(lengths=(40,), n_rois=3, seed=4)
-    stats = Standardizer("zscore").fit(WindowSet(recs, 8, 8))
+    stats = Standardizer("window").fit(WindowSet(recs, 8, 8))
     window = recs[0].data[:8].copy()[None]
     window[0, :, 1] = window[0, 0, 1]
     z = stats.transform(window)
     assert np.isfinite(z).all() and np.all(z[0, :, 1] == 0.0)
     restored = Standardizer.from_dict(stats.to_dict())
-    assert restored.window_norm == "zscore"
+    assert restored.mode == "window"
     np.testing.assert_array_equal(restored.transform(window), z)
-    assert Standardizer.from_dict({"mean": [0.0], "std": [1.0]}).window_norm == "none"
-    with pytest.raises(ConfigError, match="window_norm"):
+    with pytest.raises(ConfigError, match="normalization"):
         Standardizer("robust")
-    with pytest.raises(CheckpointError, match="window_norm"):
-        Standardizer.from_dict({**stats.to_dict(), "window_norm": "robust"})
+    with pytest.raises(CheckpointError, match="mode"):
+        Standardizer.from_dict({**stats.to_dict(), "mode": "robust"})
     with pytest.raises(DataError, match="W >= 2"):
         stats.transform(recs[0].data[:1])

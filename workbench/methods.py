@@ -30,7 +30,7 @@ def get_method(name: str) -> type[Method]:
         If ``name`` is not registered; the message lists the choices.
     """
     if name not in _FAMILIES:
-        raise ConfigError(f"unknown method {name!r}; choose one of {available()}")
+        raise ConfigError(f"unknown family {name!r}; choose one of {available()}")
     module_name, cls_name = _FAMILIES[name].split(":")
     return getattr(importlib.import_module(module_name), cls_name)
 

@@ -28,7 +28,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -145,13 +145,16 @@ class UnionSource(_Strict):
 
 
 Source = Annotated[
-    Union[RegistrySource, LocalSource, NilearnSource, SyntheticSource, UnionSource],
+    RegistrySource | LocalSource | NilearnSource | SyntheticSource | UnionSource,
     Field(discriminator="kind"),
 ]
 _SOURCE_MODELS: dict[str, type[BaseModel]] = {
-    "registry": RegistrySource, "local": LocalSource, "nilearn": NilearnSource,
-    "synthetic": SyntheticSource, "union": UnionSource,
-}  # fmt: skip
+    "registry": RegistrySource,
+    "local": LocalSource,
+    "nilearn": NilearnSource,
+    "synthetic": SyntheticSource,
+    "union": UnionSource,
+}
 
 
 class Entry(_Strict):
@@ -253,9 +256,9 @@ def _check_cross_references(catalog: Catalog) -> None:
     for entry in catalog.entries.values():
         where = f"{catalog.path}: entry {entry.name!r}"
         source = entry.source
-        if entry.modality == "roi_timeseries" and source.kind in ("registry", "local") and entry.tr is None:
-            if not (entry.read.labels_img or entry.read.mask_img):
-                raise CatalogError(f"{where}: field 'tr' is required (seconds); ROI tables carry no TR")
+        tables = entry.modality == "roi_timeseries" and source.kind in ("registry", "local")
+        if tables and entry.tr is None and not (entry.read.labels_img or entry.read.mask_img):
+            raise CatalogError(f"{where}: field 'tr' is required (seconds); ROI tables carry no TR")
         if source.kind == "synthetic":
             if source.generator not in GENERATORS:
                 raise CatalogError(
@@ -414,23 +417,33 @@ def _read_entry(catalog: Catalog, entry: Entry, progress: bool) -> list[Recordin
         meta = {"dataset": entry.name, "atlas": entry.atlas, "space": entry.space, **ids}
         if not isinstance(item, (str, Path)):  # a (T, R) array of a nilearn ROI derivative
             series, names, _ = check_roi_series(
-                item, f"{entry.name}[{ids['subject']}]", min_timepoints=options.min_timepoints,
-                constant=options.constant, roi_names=entry.roi_names,
-            )  # fmt: skip
+                item,
+                f"{entry.name}[{ids['subject']}]",
+                min_timepoints=options.min_timepoints,
+                constant=options.constant,
+                roi_names=entry.roi_names,
+            )
             if names:
                 meta["roi_names"] = names
             recordings.append(Recording(ids["subject"], "1", series, entry.tr or float("nan"), meta))
             continue
         recordings.append(
             read_recording(
-                item, subject=ids["subject"], session=session_label(ids), modality=entry.modality,
-                tr=entry.tr, key=options.key, orientation=options.orientation,
-                min_timepoints=options.min_timepoints, constant=options.constant,
+                item,
+                subject=ids["subject"],
+                session=session_label(ids),
+                modality=entry.modality,
+                tr=entry.tr,
+                key=options.key,
+                orientation=options.orientation,
+                min_timepoints=options.min_timepoints,
+                constant=options.constant,
                 labels_img=options.labels_img and catalog.resolve(options.labels_img),
                 mask_img=options.mask_img and catalog.resolve(options.mask_img),
-                roi_names=entry.roi_names, meta=meta,
+                roi_names=entry.roi_names,
+                meta=meta,
             )
-        )  # fmt: skip
+        )
     return recordings
 
 
@@ -530,22 +543,39 @@ def _entry_files(catalog: Catalog, entry: Entry) -> list[dict[str, Any]]:
     if source.kind == "registry":
         root = registry_dir(source.package, source.version)
         return [
-            file_info(root / member, parse_ids(member, source.pattern, source.subject),
-                      member_status(root / member, digest), key=options.key, orientation=options.orientation)
+            file_info(
+                root / member,
+                parse_ids(member, source.pattern, source.subject),
+                member_status(root / member, digest),
+                key=options.key,
+                orientation=options.orientation,
+            )
             for member, digest in source.sha256.items()
-        ]  # fmt: skip
+        ]
     if source.kind == "local":
         return [
-            file_info(path, parse_ids(path, source.pattern, source.subject), "present",
-                      key=options.key, orientation=options.orientation)
+            file_info(
+                path,
+                parse_ids(path, source.pattern, source.subject),
+                "present",
+                key=options.key,
+                orientation=options.orientation,
+            )
             for path in _local_files(catalog, entry)
-        ]  # fmt: skip
+        ]
     if source.kind == "synthetic":
         return [
-            {"file": None, "subject": r.subject, "session": r.session, "status": "generated", "bytes": 0,
-             "shape": tuple(r.data.shape), "header_tr": r.tr}
+            {
+                "file": None,
+                "subject": r.subject,
+                "session": r.session,
+                "status": "generated",
+                "bytes": 0,
+                "shape": tuple(r.data.shape),
+                "header_tr": r.tr,
+            }
             for r in load_recordings(entry.name, catalog, progress=False)
-        ]  # fmt: skip
+        ]
     if source.kind == "union":
         return [f for member in source.entries for f in _entry_files(catalog, catalog.entries[member])]
     return []  # nilearn: nothing is known before the (online) download
@@ -589,8 +619,9 @@ def describe(name_or_path: str | Path, catalog: Catalog | None = None) -> dict[s
                 raise
     if catalog is not None and target in catalog.entries:
         entry = catalog.entries[target]
-        fields = entry.model_dump(include={"name", "description", "modality", "tr", "atlas", "space",
-                                            "citation", "licence"})  # fmt: skip
+        fields = entry.model_dump(
+            include={"name", "description", "modality", "tr", "atlas", "space", "citation", "licence"}
+        )
         return {**fields, "source": _source_text(entry), **_summary(_entry_files(catalog, entry))}
     if not path.exists():
         known = "a dataset"

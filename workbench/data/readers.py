@@ -162,8 +162,7 @@ def to_time_first(table: np.ndarray, path: str | Path, orientation: Orientation 
         return table.T
     if table.shape[0] == table.shape[1]:
         raise DataError(
-            f"{path}: square table {table.shape} is ambiguous; set read.orientation to "
-            "'time_roi' or 'roi_time'"
+            f"{path}: square table {table.shape} is ambiguous; set read.orientation to 'time_roi' or 'roi_time'"
         )
     return table if table.shape[0] > table.shape[1] else table.T
 

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from workbench.errors import DataError
+
+if TYPE_CHECKING:  # pandas is imported by the code that builds labels, not by every reader
+    import pandas as pd
 
 
 @dataclass
@@ -24,8 +29,12 @@ class Recording:
     tr : float
         Repetition time in seconds.
     meta : dict
-        Anything else known about the run: dataset name, source file, labels
-        such as age or site, ROI names.
+        Anything else known about the run: dataset name, source file, ROI names, and for
+        frames of volumes the voxel ``grid`` ``(X, Y, Z)``.
+    frame_labels : pandas.DataFrame, optional
+        One row per frame (``T`` rows): continuous columns as floats (NaN where undefined),
+        categorical columns of pandas ``category`` dtype (missing values NaN); a label that
+        holds for the whole run (a group, an age) is repeated on every frame.
     """
 
     subject: str
@@ -33,6 +42,14 @@ class Recording:
     data: np.ndarray
     tr: float
     meta: dict[str, Any] = field(default_factory=dict)
+    frame_labels: pd.DataFrame | None = None
+
+    def __post_init__(self) -> None:
+        if self.frame_labels is not None and len(self.frame_labels) != self.n_timepoints:
+            raise DataError(
+                f"recording {self.subject}/{self.session}: frame_labels has {len(self.frame_labels)} rows "
+                f"but the run has {self.n_timepoints} frames; give one row per frame"
+            )
 
     @property
     def n_timepoints(self) -> int:

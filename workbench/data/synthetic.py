@@ -24,7 +24,8 @@ subject's arrays are in memory while it is being built.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -92,9 +93,7 @@ def _ar1(innovations: np.ndarray, coef: float) -> np.ndarray:
     return filtered
 
 
-def _roi_series(
-    rng: np.random.Generator, factors: list[np.ndarray], n_timepoints: int
-) -> np.ndarray:
+def _roi_series(rng: np.random.Generator, factors: list[np.ndarray], n_timepoints: int) -> np.ndarray:
     """AR(1) series ``(T, R)`` with covariance ``sum(F F^T) + I`` plus white noise, float32."""
     n_rois = factors[0].shape[0]
     innovations = rng.standard_normal((n_timepoints, n_rois))
@@ -189,15 +188,17 @@ def continuous_y(
     Returns
     -------
     list of Recording
-        One run per subject, data ``(T, R)`` float32; ``meta["y"]`` is the label,
-        ``meta["mix"]`` the interpolation weight ``a``, plus ``subject_index``.
+        One run per subject, data ``(T, R)`` float32; the label ``y`` is in ``meta["y"]`` and, for
+        windows and batches, in ``frame_labels["y"]`` (the same value on every frame);
+        ``meta["mix"]`` is the interpolation weight ``a``, plus ``subject_index``.
     """
+    import pandas as pd
+
     _check_params("continuous_y", locals())
     children = np.random.SeedSequence(seed).spawn(n_subjects + 1)
     pattern_rng = np.random.default_rng(children[0])
     pattern_a, pattern_b = (
-        _PATTERN_SCALE * pattern_rng.standard_normal((n_rois, _PATTERN_RANK)) / np.sqrt(_PATTERN_RANK)
-        for _ in range(2)
+        _PATTERN_SCALE * pattern_rng.standard_normal((n_rois, _PATTERN_RANK)) / np.sqrt(_PATTERN_RANK) for _ in range(2)
     )
     low, high = _Y_RANGE
     recordings = []
@@ -208,7 +209,8 @@ def continuous_y(
         factors = [np.sqrt(1.0 - mix) * pattern_a, np.sqrt(mix) * pattern_b]
         meta = {"generator": "continuous_y", "subject_index": s, "y": float(y), "mix": float(mix)}
         data = _roi_series(rng, factors, n_timepoints)
-        recordings.append(Recording(_subject_id(s), "1", data, float(tr), meta))
+        labels = pd.DataFrame({"y": np.full(n_timepoints, float(y))})
+        recordings.append(Recording(_subject_id(s), "1", data, float(tr), meta, labels))
     return recordings
 
 
@@ -318,7 +320,5 @@ def generate(name: str, **params: Any) -> list[Recording]:
     accepted = list(inspect.signature(function).parameters)
     unknown = sorted(set(params) - set(accepted))
     if unknown:
-        raise ConfigError(
-            f"synthetic generator {name!r} has no parameter(s) {unknown}; accepted: {accepted}"
-        )
+        raise ConfigError(f"synthetic generator {name!r} has no parameter(s) {unknown}; accepted: {accepted}")
     return function(**params)

@@ -1,37 +1,29 @@
-"""Windows over ROI series: temporal splits without overlap, train-only z-scoring, memory maps.
+"""Windows over runs: temporal splits without overlap, window labels, vectorised reads.
 
-A window is ``length`` consecutive frames of one run. Evaluation draws support
-windows from the first part of each run and query windows from the second
-(``part="first"`` / ``"second"``, cut at ``round(T * split)``); no window crosses the
-cut, so the two never share a frame. :func:`assert_disjoint` checks this for any two
-sets. :class:`Standardizer` learns per-ROI statistics from training windows only.
-:func:`memmap_recordings` caches runs as ``.npy`` files read through memory maps, and
-reads release the mapped pages again, so a cohort larger than RAM streams through a
-process whose resident memory stays bounded by a batch.
+A window is ``length`` consecutive frames of one run. Evaluation draws support windows from
+the first part of each run and query windows from the second (``part="first"`` /
+``"second"``, cut at ``round(T * split)``); no window crosses the cut, so the two never share
+a frame. :func:`assert_disjoint` checks this for any two sets. Windows read only the frames
+they need, so runs cached as memory maps (:mod:`workbench.data.cache`) stream; their labels
+come from the runs' frame labels (:mod:`workbench.data.labels`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import mmap
-import os
-import re
-import tempfile
-from pathlib import Path
-from typing import Callable, Iterable
+from collections.abc import Sequence
 
 import numpy as np
-import torch
 
+from workbench.data.cache import release_pages
+from workbench.data.labels import CategoricalRule, frame_values, label_columns, window_values
 from workbench.data.recording import Recording
-from workbench.errors import CheckpointError, ConfigError, DataError
+from workbench.data.spec import DataSpec, LabelColumn
+from workbench.errors import ConfigError, DataError
 
 PARTS = ("first", "second", "all")
 
 
-def window_starts(
-    n_timepoints: int, length: int, stride: int, part: str = "all", split: float = 0.5
-) -> np.ndarray:
+def window_starts(n_timepoints: int, length: int, stride: int, part: str = "all", split: float = 0.5) -> np.ndarray:
     """Start frames of the windows that fit entirely inside one temporal part of a run.
 
     Parameters
@@ -64,22 +56,6 @@ def window_starts(
     return np.arange(low, high - length + 1, stride, dtype=np.int64)
 
 
-def _release_pages(data: np.ndarray) -> None:
-    """Drop the pages of a read-only memory map from this process's resident set.
-
-    The file stays in the kernel's page cache; only this process's mapping of it is
-    cleared, so the next read faults the pages back in cheaply. Read-only maps
-    (``mode="r"``) are shared, so nothing can be lost.
-    """
-    if not isinstance(data, np.memmap) or data.mode != "r" or not hasattr(mmap, "MADV_DONTNEED"):
-        return
-    base = data.base
-    while base is not None and not isinstance(base, mmap.mmap):
-        base = getattr(base, "base", None)
-    if base is not None and not base.closed:
-        base.madvise(mmap.MADV_DONTNEED)
-
-
 def _check_roi_series(recordings: list[Recording]) -> int:
     """Validate that every recording is a ``(T, R)`` series with one common R; return R."""
     if not recordings:
@@ -89,7 +65,8 @@ def _check_roi_series(recordings: list[Recording]) -> int:
         if rec.data.ndim != 2:
             raise DataError(
                 f"recording {rec.subject}/{rec.session} has data of shape {rec.data.shape}; windows are "
-                "for (T, R) ROI series — extract ROI time series from volumes first"
+                "for (T, F) frames — extract ROI time series from volumes, or flatten them with "
+                "workbench.data.volumes.volume_frames"
             )
         if rec.data.shape[1] != first.data.shape[1]:
             raise DataError(
@@ -101,12 +78,15 @@ def _check_roi_series(recordings: list[Recording]) -> int:
 
 
 class WindowSet:
-    """All windows of one temporal part over a list of ROI-series recordings.
+    """All windows of one temporal part over a list of recordings of ``(T, F)`` frames.
+
+    Frames are ROI series (``F`` ROIs) or volumes flattened to their voxels (see
+    :func:`workbench.data.volumes.volume_frames`); ``n_rois`` counts the features either way.
 
     Parameters
     ----------
     recordings : list of Recording
-        Runs with data ``(T, R)`` (arrays or memory maps) and a common ``R``.
+        Runs with data ``(T, F)`` (arrays or memory maps) and a common ``F``.
     length, stride : int
         Window length ``W`` and step, in frames.
     part, split
@@ -114,11 +94,22 @@ class WindowSet:
     subjects : list of str, optional
         The label space: ``labels`` index into it. Defaults to the sorted unique
         subjects of ``recordings``; give it to share labels between sets.
+    label_names : sequence of str or of LabelColumn, optional
+        Frame labels to give each window (:mod:`workbench.data.labels`). ``None``: every
+        column shared by the recordings' ``frame_labels`` (none when they have none); a list
+        of :class:`LabelColumn` fixes the categories, so that a test set codes them as the
+        training set did.
+    label_rule : {"majority", "pure"}
+        How a categorical label of a window is read from its frames.
 
     Attributes
     ----------
     rec_index, starts, labels : numpy.ndarray
         ``(n,)`` int64: recording of each window, its first frame and its subject label.
+    label_columns : tuple of LabelColumn
+        The columns of :attr:`y`.
+    y : numpy.ndarray or None
+        ``(n, k)`` float32 window labels (categories as codes, NaN undefined); ``None`` without labels.
     """
 
     def __init__(
@@ -129,6 +120,8 @@ class WindowSet:
         part: str = "all",
         split: float = 0.5,
         subjects: list[str] | None = None,
+        label_names: Sequence[str] | Sequence[LabelColumn] | None = None,
+        label_rule: CategoricalRule = "majority",
     ) -> None:
         self.recordings = list(recordings)
         self.n_rois = _check_roi_series(self.recordings)
@@ -145,8 +138,7 @@ class WindowSet:
                 raise DataError(f"recordings of subjects {missing} are not in the given subjects list")
         label_of = {subject: i for i, subject in enumerate(self.subjects)}
         per_recording = [
-            window_starts(rec.n_timepoints, self.length, self.stride, part, self.split)
-            for rec in self.recordings
+            window_starts(rec.n_timepoints, self.length, self.stride, part, self.split) for rec in self.recordings
         ]
         counts = np.array([len(s) for s in per_recording], dtype=np.int64)
         if counts.sum() == 0:
@@ -160,6 +152,35 @@ class WindowSet:
         rec_labels = np.array([label_of[rec.subject] for rec in self.recordings], dtype=np.int64)
         self.labels = rec_labels[self.rec_index]
         self._run_lengths = np.array([rec.n_timepoints for rec in self.recordings], dtype=np.int64)
+        self.label_rule = label_rule
+        if label_names is not None and all(isinstance(c, LabelColumn) for c in label_names):
+            self.label_columns = tuple(label_names)
+        else:
+            self.label_columns = label_columns(self.recordings, label_names)
+        self.y = self._window_labels(per_recording) if self.label_columns else None
+
+    def _window_labels(self, per_recording: list[np.ndarray]) -> np.ndarray:
+        parts = [
+            window_values(
+                frame_values(rec, self.label_columns), starts, self.length, self.label_columns, self.label_rule
+            )
+            for rec, starts in zip(self.recordings, per_recording, strict=True)
+            if len(starts)
+        ]
+        return np.concatenate(parts)
+
+    def spec(self) -> DataSpec:
+        """The :class:`DataSpec` of a family trained on these windows."""
+        grids = {tuple(rec.meta["grid"]) for rec in self.recordings if "grid" in rec.meta}
+        if len(grids) > 1:
+            raise DataError(f"the recordings' volume grids differ: {sorted(grids)}; resample them to one grid")
+        return DataSpec(
+            n_features=self.n_rois,
+            n_timepoints=self.length,
+            grid=grids.pop() if grids else None,
+            n_subjects=len(self.subjects),
+            labels=self.label_columns,
+        )
 
     def __len__(self) -> int:
         return int(self.starts.shape[0])
@@ -188,7 +209,7 @@ class WindowSet:
         for group in np.split(order, bounds) if len(order) else []:  # one gather per recording touched
             data = self.recordings[rec_index[group[0]]].data
             out[group] = data[starts[group][:, None] + offsets]
-            _release_pages(data)
+            release_pages(data)
         return out[0] if single else out
 
     def time_in_run(self) -> np.ndarray:
@@ -202,7 +223,16 @@ class WindowSet:
             raise DataError(f"subjects {unknown} are not in this window set; known: {self.subjects}")
         wanted = set(subjects)
         chosen = [rec for rec in self.recordings if rec.subject in wanted]
-        return WindowSet(chosen, self.length, self.stride, self.part, self.split, subjects=list(subjects))
+        return WindowSet(
+            chosen,
+            self.length,
+            self.stride,
+            self.part,
+            self.split,
+            subjects=list(subjects),
+            label_names=self.label_columns,
+            label_rule=self.label_rule,
+        )
 
     def spans(self) -> np.ndarray:
         """``(n, 3)`` int64 rows ``(rec_index, start, stop)``, stop exclusive."""
@@ -240,7 +270,7 @@ def assert_disjoint(a: WindowSet, b: WindowSet) -> None:
         )
 
 
-def _covered_frames(windows: WindowSet, r: int) -> np.ndarray:
+def covered_frames(windows: WindowSet, r: int) -> np.ndarray:
     """Indices of the frames of recording ``r`` covered by at least one window (each once)."""
     starts = windows.starts[windows.rec_index == r]
     depth = np.zeros(windows.recordings[r].n_timepoints + 1, dtype=np.int64)
@@ -249,237 +279,4 @@ def _covered_frames(windows: WindowSet, r: int) -> np.ndarray:
     return np.flatnonzero(np.cumsum(depth[:-1]) > 0)
 
 
-WINDOW_NORMS = ("none", "demean", "zscore")
-
-
-class Standardizer:
-    """Per-ROI z-scoring whose statistics come from training windows only, then per-window scaling.
-
-    ``mean_`` and ``std_`` (population std, ``ddof=0``) are computed in float64 over
-    the union of the frames the training windows cover, each frame counted once,
-    streaming one recording at a time (Chan et al. 1979 pairwise update), so fitting
-    on a memory-mapped cohort never loads it whole.
-
-    Parameters
-    ----------
-    window_norm : {"none", "demean", "zscore"}
-        Applied after the global z-score to every window ``(..., W, R)`` on its own:
-        remove each ROI's mean over the window's frames (``demean``) and also divide by
-        its standard deviation (``zscore``). This instance normalisation uses no other
-        window, so it cannot leak; it removes per-run offsets and gains (scanner drift,
-        the baseline of unprocessed BOLD) that otherwise identify a run trivially.
-        A ROI constant within a window becomes zeros.
-    """
-
-    chunk_frames = 8192
-
-    def __init__(self, window_norm: str = "none") -> None:
-        if window_norm not in WINDOW_NORMS:
-            raise ConfigError(f"window_norm={window_norm!r}: choose one of {list(WINDOW_NORMS)}")
-        self.window_norm = window_norm
-        self.mean_: np.ndarray | None = None
-        self.std_: np.ndarray | None = None
-
-    def fit(self, windows: WindowSet) -> Standardizer:
-        """Fit on the frames covered by ``windows``; DataError names a constant ROI."""
-        count, mean, m2 = 0, np.zeros(windows.n_rois), np.zeros(windows.n_rois)
-        for r in np.unique(windows.rec_index):
-            frames = _covered_frames(windows, int(r))
-            data = windows.recordings[r].data
-            for lo in range(0, len(frames), self.chunk_frames):
-                block = np.asarray(data[frames[lo : lo + self.chunk_frames]], dtype=np.float64)
-                n_b, mean_b = block.shape[0], block.mean(axis=0)
-                m2_b = ((block - mean_b) ** 2).sum(axis=0)
-                delta, total = mean_b - mean, count + n_b
-                mean = mean + delta * (n_b / total)
-                m2 = m2 + m2_b + delta**2 * (count * n_b / total)
-                count = total
-            _release_pages(data)
-        std = np.sqrt(m2 / count)
-        bad = ~np.isfinite(std) | (std <= np.finfo(np.float32).eps * np.maximum(np.abs(mean), 1e-30))
-        if bad.any():
-            roi = int(np.flatnonzero(bad)[0])
-            raise DataError(
-                f"ROI {roi} is constant or non-finite over the training windows (mean {mean[roi]:.6g}, "
-                f"std {std[roi]:.3g}); drop that ROI or fix the recording"
-            )
-        self.mean_, self.std_ = mean, std
-        return self
-
-    def transform(self, x: np.ndarray, copy: bool = True) -> np.ndarray:
-        """Z-score ``x`` of shape ``(..., R)`` (then each window over axis ``-2``, see
-        ``window_norm``); returns float32 of the same shape.
-
-        With ``copy=False`` and ``window_norm="none"`` a writeable float32 ``x`` is overwritten
-        (no new array).
-        """
-        if self.mean_ is None or self.std_ is None:
-            raise ConfigError("Standardizer is not fitted; call fit(training_windows) first")
-        if x.shape[-1] != self.mean_.shape[0]:
-            raise DataError(f"data has {x.shape[-1]} ROIs but the Standardizer was fitted on {self.mean_.shape[0]}")
-        if self.window_norm != "none":
-            return self._normalise_windows(x)
-        in_place = not copy and isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.writeable
-        out = x if in_place else np.array(x, dtype=np.float32)
-        out -= self.mean_.astype(np.float32)
-        out /= self.std_.astype(np.float32)
-        return out
-
-    def _normalise_windows(self, x: np.ndarray) -> np.ndarray:
-        """Per-window centring (and scaling) in float64, so a large run offset costs no precision.
-
-        Centring each window makes the global mean irrelevant; ``demean`` keeps the global
-        scale, ``zscore`` replaces it by the window's own.
-        """
-        if x.ndim < 2 or x.shape[-2] < 2:
-            raise DataError(f"window_norm={self.window_norm!r} needs windows (..., W >= 2, R), got {x.shape}")
-        out = np.array(x, dtype=np.float64)
-        out -= out.mean(axis=-2, keepdims=True)
-        if self.window_norm == "zscore":
-            scale = out.std(axis=-2, keepdims=True)
-            out /= np.where(scale > 1e-12 * self.std_, scale, np.inf)  # a constant ROI becomes 0
-        else:
-            out /= self.std_
-        return out.astype(np.float32)
-
-    def to_dict(self) -> dict[str, list[float]]:
-        """Plain lists for a checkpoint."""
-        if self.mean_ is None or self.std_ is None:
-            raise ConfigError("Standardizer is not fitted; nothing to save")
-        return {"mean": self.mean_.tolist(), "std": self.std_.tolist(), "window_norm": self.window_norm}
-
-    @classmethod
-    def from_dict(cls, state: dict[str, list[float]]) -> Standardizer:
-        """Inverse of :meth:`to_dict`; CheckpointError on a malformed state."""
-        try:
-            mean = np.asarray(state["mean"], dtype=np.float64)
-            std = np.asarray(state["std"], dtype=np.float64)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"standardizer state needs 'mean' and 'std' lists of numbers: {exc}") from None
-        if mean.ndim != 1 or mean.shape != std.shape or not (std > 0).all():
-            raise CheckpointError("standardizer state: 'mean' and 'std' must be equal-length lists with std > 0")
-        window_norm = state.get("window_norm", "none")
-        if window_norm not in WINDOW_NORMS:
-            raise CheckpointError(f"standardizer state: window_norm={window_norm!r} is not one of {list(WINDOW_NORMS)}")
-        out = cls(window_norm)
-        out.mean_, out.std_ = mean, std
-        return out
-
-
-class WindowDataset(torch.utils.data.Dataset):
-    """Map-style dataset of windows: ``{"x": (W, R) float32, "subject": int64, "index": int64}``.
-
-    Three ways to read it, all backed by one vectorised :meth:`WindowSet.get`:
-
-    - ``dataset[i]`` gives one item;
-    - a DataLoader with ``batch_size`` (or a ``batch_sampler``) calls
-      ``__getitems__`` once per batch and collates the items as usual;
-    - ``dataset[indices]`` with a sequence gives the batch ``{"x": (B, W, R),
-      "subject": (B,), "index": (B,)}`` directly, so
-      ``DataLoader(dataset, sampler=BatchSampler(...), batch_size=None)`` skips the
-      per-item split and re-stack of collation (faster for large batches).
-    """
-
-    def __init__(self, windows: WindowSet, standardizer: Standardizer | None = None) -> None:
-        if standardizer is not None and standardizer.mean_ is not None and standardizer.mean_.shape[0] != windows.n_rois:
-            raise DataError(
-                f"the Standardizer was fitted on {standardizer.mean_.shape[0]} ROIs, the windows have {windows.n_rois}"
-            )
-        self.windows = windows
-        self.standardizer = standardizer
-
-    def __len__(self) -> int:
-        return len(self.windows)
-
-    def _batch(self, indices) -> dict[str, torch.Tensor]:
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        if idx.size and (idx.min() < -len(self) or idx.max() >= len(self)):
-            raise IndexError(f"window index out of range for {len(self)} windows")
-        idx = idx % len(self)
-        x = self.windows.get(idx)
-        if self.standardizer is not None:
-            x = self.standardizer.transform(x, copy=False)  # x is a fresh copy from get()
-        return {"x": torch.from_numpy(x), "subject": torch.from_numpy(self.windows.labels[idx]),
-                "index": torch.from_numpy(idx)}
-
-    def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
-        batch = self._batch(indices)
-        rows = zip(*(batch[name].unbind(0) for name in ("x", "subject", "index")))
-        return [{"x": x_k, "subject": label_k, "index": index_k} for x_k, label_k, index_k in rows]
-
-    def __getitem__(self, i) -> dict[str, torch.Tensor]:
-        if np.ndim(i) == 0:
-            return self.__getitems__([i])[0]
-        return self._batch(i)
-
-
-def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
-
-
-def _content_hash(data: np.ndarray, chunk_frames: int = 4096) -> str:
-    """blake2b of dtype, shape and bytes, streamed along the first axis."""
-    digest = hashlib.blake2b(f"{data.dtype.str}{data.shape}".encode(), digest_size=8)
-    for lo in range(0, max(data.shape[0], 1), chunk_frames):
-        digest.update(np.ascontiguousarray(data[lo : lo + chunk_frames]).tobytes())
-    return digest.hexdigest()
-
-
-def _write_atomic(path: Path, data: np.ndarray) -> None:
-    """``np.save`` to a temporary file beside ``path``, then rename; no partial file survives."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, data)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; cached runs are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def memmap_recordings(
-    recordings: Iterable[Recording],
-    cache_dir: str | Path,
-    key: Callable[[Recording], str] | None = None,
-) -> list[Recording]:
-    """Cache each run as ``.npy`` under ``cache_dir`` and return memory-mapped Recordings.
-
-    Parameters
-    ----------
-    recordings : iterable of Recording
-        Consumed one at a time, so a generator that synthesises or reads one run at
-        a time never holds the cohort in memory.
-    cache_dir : str or Path
-        Created if missing.
-    key : callable, optional
-        ``key(recording) -> str`` naming the cached file; it must change whenever
-        the content does. Default: a blake2b hash of the data.
-
-    Returns
-    -------
-    list of Recording
-        Same subject, session, tr and meta (plus ``meta["cache_file"]``); ``data`` is
-        ``np.load(file, mmap_mode="r")``. Existing files are reused, never rewritten;
-        new files appear atomically (temporary file, then ``os.replace``).
-    """
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    out = []
-    for rec in recordings:
-        tag = _safe(key(rec)) if key is not None else _content_hash(rec.data)
-        shape = "x".join(str(s) for s in rec.data.shape)
-        path = cache_dir / f"{_safe(rec.subject)}_{_safe(rec.session)}_{shape}_{rec.data.dtype.str[1:]}_{tag}.npy"
-        if not path.exists():
-            _write_atomic(path, rec.data)
-        try:
-            data = np.load(path, mmap_mode="r")
-        except (OSError, ValueError) as exc:
-            raise DataError(f"cached run {path} is unreadable ({exc}); delete it to rebuild") from None
-        if data.shape != rec.data.shape or data.dtype != rec.data.dtype:
-            raise DataError(
-                f"cached run {path} holds {data.dtype}{data.shape}, expected {rec.data.dtype}{rec.data.shape}; "
-                "delete it to rebuild"
-            )
-        out.append(Recording(rec.subject, rec.session, data, rec.tr, {**rec.meta, "cache_file": str(path)}))
-    return out
+__all__ = ["PARTS", "WindowSet", "assert_disjoint", "covered_frames", "window_starts"]

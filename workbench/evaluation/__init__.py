@@ -1,6 +1,6 @@
 """Evaluation of frozen representations: few-shot identification, baselines and probes.
 
-Subject identification follows DESIGN.md ("Evaluation: honest by construction"):
+Subject identification follows the protocol of ``docs/evaluation.md``:
 support windows from the first part of each run, query windows from the second,
 nearest prototype over 600 episodes, accuracy / macro-F1 / ROC-AUC / EER with
 95 % intervals, FC fingerprinting (Finn et al. 2015), shrinkage LDA on FC and
@@ -16,7 +16,6 @@ about models::
 from workbench.evaluation.baselines import (
     BASELINES,
     chance_summary,
-    fc_features,
     fc_fingerprint_factory,
     lda_fc_factory,
 )
@@ -50,7 +49,6 @@ __all__ = [
     "closed_set",
     "embed_windows",
     "equal_error_rate",
-    "fc_features",
     "fc_fingerprint_factory",
     "identification_pools",
     "lda_fc_factory",

@@ -20,62 +20,16 @@ from collections.abc import Callable
 import numpy as np
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
+from workbench.connectivity import fc_profiles
 from workbench.errors import DataError
 from workbench.evaluation.pools import EmbedFn, embed_windows
 
-# Keeps correlations of perfectly coupled ROIs finite under arctanh: |r| <= 1 - 1e-7
-# caps the Fisher z at about 8.4, far above any real edge (|r| < 0.999 -> |z| < 3.8).
-_R_LIMIT = 1.0 - 1e-7
-# Guards every standard deviation: a constant ROI (std 0) has correlation 0 with all
-# others instead of NaN, and a window whose edges are all equal gets a zero profile.
-_EPS = 1e-8
-
-
-def fc_features(windows: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Functional-connectivity profile of each window (Finn et al. 2015).
-
-    For each window: Pearson correlation between every pair of ROIs over the
-    window's frames, upper triangle (``i < j``, row-major as ``numpy.triu_indices``),
-    Fisher z = ``arctanh(r)`` with ``|r|`` clipped below 1, then z-scored across
-    the edges of that window (mean 0, std 1).
-
-    Parameters
-    ----------
-    windows : numpy.ndarray
-        ``(n, W, R)`` ROI time series, time first. A ROI that is constant within a
-        window has zero variance; its correlations are set to 0 (the standard
-        deviation is guarded by ``1e-8``) instead of NaN.
-    batch_size : int
-        Windows per batched matrix product (bounds memory to
-        ``batch_size · R²`` float64).
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(n, R(R-1)/2)`` float32 profiles.
-    """
-    windows = np.asarray(windows)
-    if windows.ndim != 3 or windows.shape[1] < 2 or windows.shape[2] < 2:
-        raise DataError(f"fc_features needs (n, W >= 2, R >= 2) windows, got {windows.shape}")
-    n, _, n_rois = windows.shape
-    upper = np.triu_indices(n_rois, k=1)
-    out = np.empty((n, upper[0].size), dtype=np.float32)
-    for start in range(0, n, batch_size):
-        x = windows[start : start + batch_size].astype(np.float64)
-        x = x - x.mean(axis=1, keepdims=True)
-        x = x / (np.sqrt((x * x).mean(axis=1, keepdims=True)) + _EPS)
-        corr = np.matmul(x.transpose(0, 2, 1), x) / x.shape[1]  # (b, R, R)
-        z = np.arctanh(np.clip(corr[:, upper[0], upper[1]], -_R_LIMIT, _R_LIMIT))
-        z = z - z.mean(axis=1, keepdims=True)
-        z = z / (z.std(axis=1, keepdims=True) + _EPS)
-        out[start : start + x.shape[0]] = z
-    return out
-
 
 def fc_fingerprint_factory(train_windows) -> EmbedFn:
-    """FC profiles need no training: the embedding is :func:`fc_features` (match by Pearson r)."""
+    """FC profiles need no training: the embedding is :func:`~workbench.connectivity.fc_profiles`
+    (match by Pearson r)."""
     del train_windows  # nothing is fitted
-    return fc_features
+    return fc_profiles
 
 
 def lda_fc_factory(train_windows) -> EmbedFn:
@@ -94,12 +48,12 @@ def lda_fc_factory(train_windows) -> EmbedFn:
     n_classes = len(np.unique(train_windows.labels))
     if n_classes < 2:
         raise DataError("LDA on FC needs training windows of at least two subjects")
-    features = embed_windows(fc_features, train_windows)
+    features = embed_windows(fc_profiles, train_windows)
     lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage="auto")
     lda.fit(features, train_windows.labels)
 
     def embed(windows: np.ndarray) -> np.ndarray:
-        return lda.transform(fc_features(windows)).astype(np.float32)
+        return lda.transform(fc_profiles(windows)).astype(np.float32)
 
     return embed
 

@@ -139,8 +139,14 @@ class EpisodeResult:
         stacked = {
             name: np.concatenate([getattr(r, name) for r in results], axis=0)
             for name in (
-                "classes", "support_index", "query_index", "scores",
-                "accuracy", "macro_f1", "roc_auc", "eer",
+                "classes",
+                "support_index",
+                "query_index",
+                "scores",
+                "accuracy",
+                "macro_f1",
+                "roc_auc",
+                "eer",
             )
         }
         return cls(first.metric, first.n_way, first.k_shot, first.n_query, **stacked)
@@ -163,9 +169,7 @@ def _class_pools(labels: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, n
     return pools, sizes
 
 
-def _draw_positions(
-    rng: np.random.Generator, sizes: np.ndarray, chosen: np.ndarray, count: int
-) -> np.ndarray:
+def _draw_positions(rng: np.random.Generator, sizes: np.ndarray, chosen: np.ndarray, count: int) -> np.ndarray:
     """``count`` distinct positions ``< sizes[chosen]`` per (episode, slot): ``(E, N, count)``.
 
     A random key per pool member, padding keys above every real key, and the
@@ -194,16 +198,11 @@ def _check_inputs(support_emb, support_labels, query_emb, query_labels, metric) 
         ("query", query_emb, query_labels),
     ):
         if emb.ndim != 2 or lab.ndim != 1 or emb.shape[0] != lab.shape[0]:
-            raise DataError(
-                f"{name}_emb must be (n, D) with n = len({name}_labels); got "
-                f"{emb.shape} and {lab.shape}"
-            )
+            raise DataError(f"{name}_emb must be (n, D) with n = len({name}_labels); got {emb.shape} and {lab.shape}")
         if not np.isfinite(emb).all():
             raise DataError(f"{name}_emb contains NaN or inf; check the embedding function")
     if support_emb.shape[1] != query_emb.shape[1]:
-        raise DataError(
-            f"support_emb has D={support_emb.shape[1]} but query_emb has D={query_emb.shape[1]}"
-        )
+        raise DataError(f"support_emb has D={support_emb.shape[1]} but query_emb has D={query_emb.shape[1]}")
 
 
 def run_episodes(
@@ -318,8 +317,13 @@ def run_episodes(
     support_index = np.take_along_axis(support_pools[chosen], support_pos, axis=2)
 
     scores = _prototype_scores(
-        _prepare(support_emb, metric), support_pools, chosen, support_pos,
-        _prepare(query_emb, metric), query_index.reshape(n_episodes, -1), metric,
+        _prepare(support_emb, metric),
+        support_pools,
+        chosen,
+        support_pos,
+        _prepare(query_emb, metric),
+        query_index.reshape(n_episodes, -1),
+        metric,
     )
     true = np.repeat(np.arange(n_way), q)[None, :].repeat(n_episodes, axis=0)
     predicted = scores.argmax(axis=2)
@@ -359,12 +363,12 @@ def _prototype_scores(
     within = np.matmul(padded, padded.transpose(0, 2, 1))  # (C, P, P)
     cross = np.matmul(padded, query.T).transpose(2, 0, 1)  # (n_q, C, P)
     slot_class = chosen[:, None, :, None]  # (E, 1, N, 1)
-    query_dot_proto = cross[
-        query_rows[:, :, None, None], slot_class, support_pos[:, None, :, :]
-    ].mean(axis=3)  # (E, M, N)
-    proto_sq = within[
-        chosen[:, :, None, None], support_pos[:, :, :, None], support_pos[:, :, None, :]
-    ].mean(axis=(2, 3))  # (E, N)
+    query_dot_proto = cross[query_rows[:, :, None, None], slot_class, support_pos[:, None, :, :]].mean(
+        axis=3
+    )  # (E, M, N)
+    proto_sq = within[chosen[:, :, None, None], support_pos[:, :, :, None], support_pos[:, :, None, :]].mean(
+        axis=(2, 3)
+    )  # (E, N)
     if metric == "euclidean":
         query_sq = np.einsum("md,md->m", query, query)[query_rows]  # (E, M)
         return -(query_sq[:, :, None] - 2.0 * query_dot_proto + proto_sq[:, None, :])

@@ -20,6 +20,7 @@ Classification") summarises E episodes as mean ± 1.96·std/√E, see :func:`sum
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import log_softmax
 from scipy.stats import rankdata
 
 
@@ -71,13 +72,6 @@ def macro_f1(predicted: np.ndarray, true: np.ndarray, n_classes: int) -> np.ndar
     return per_class.mean(axis=1)
 
 
-def log_softmax(scores: np.ndarray) -> np.ndarray:
-    """``log softmax`` over the last axis in float64 (never underflows to ``-inf``)."""
-    scores = np.asarray(scores, dtype=np.float64)
-    shifted = scores - scores.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-
-
 def ovr_roc_auc(scores: np.ndarray, true: np.ndarray) -> np.ndarray:
     """One-vs-rest ROC-AUC of ``softmax(scores)``, macro-averaged over classes.
 
@@ -102,7 +96,7 @@ def ovr_roc_auc(scores: np.ndarray, true: np.ndarray) -> np.ndarray:
         ``(E,)`` macro one-vs-rest AUC in [0, 1].
     """
     n_queries, n_classes = scores.shape[1], scores.shape[2]
-    ranks = rankdata(log_softmax(scores), method="average", axis=1)  # (E, M, N)
+    ranks = rankdata(log_softmax(np.asarray(scores, dtype=np.float64), axis=-1), method="average", axis=1)  # (E, M, N)
     positive = np.eye(n_classes, dtype=bool)[true]  # (E, M, N)
     n_positive = positive.sum(axis=1)  # (E, N)
     n_negative = n_queries - n_positive

@@ -1,6 +1,6 @@
 """Support / query / training window pools and batched embedding of a WindowSet.
 
-The identification protocol (DESIGN.md, "Evaluation: honest by construction")
+The identification protocol (``docs/evaluation.md``)
 splits every run in time: support windows come from the first part with stride
 ``max(1, W // 4)``, query windows from the second part with stride ``W``, so no
 query frame was ever seen in a support window (checked by ``assert_disjoint``).
@@ -64,27 +64,26 @@ def identification_pools(
         raise ConfigError(f"window={window} must be at least 2 frames")
     subjects = subjects_of(recordings)
     support = WindowSet(
-        list(recordings), window, support_stride(window), part="first", split=split,
+        list(recordings),
+        window,
+        support_stride(window),
+        part="first",
+        split=split,
         subjects=subjects,
     )
-    query = WindowSet(
-        list(recordings), window, window, part="second", split=split, subjects=subjects
-    )
+    query = WindowSet(list(recordings), window, window, part="second", split=split, subjects=subjects)
     assert_disjoint(support, query)
     for name, pool in (("support", support), ("query", query)):
         counts = np.bincount(np.asarray(pool.labels), minlength=len(subjects))
         if counts.min() == 0:
             empty = [s for s, c in zip(subjects, counts) if c == 0]
             raise DataError(
-                f"subjects {empty} have no {name} window of {window} frames "
-                f"(split={split}); use a shorter window"
+                f"subjects {empty} have no {name} window of {window} frames (split={split}); use a shorter window"
             )
     return support, query
 
 
-def embed_windows(
-    embed_fn: EmbedFn, windows: WindowSet, batch_size: int = 512, progress: bool = False
-) -> np.ndarray:
+def embed_windows(embed_fn: EmbedFn, windows: WindowSet, batch_size: int = 512, progress: bool = False) -> np.ndarray:
     """Embed every window of a WindowSet, streaming in batches.
 
     Parameters

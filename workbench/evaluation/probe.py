@@ -64,9 +64,7 @@ def linear_probe(
     if task == "classification":
         if np.unique(train_y).size < 2:
             raise DataError("train_y has a single class; a classification probe needs two or more")
-        model = make_pipeline(
-            StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed)
-        )
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
         predicted = model.fit(train_emb, train_y).predict(test_emb)
         return {
             "accuracy": float(accuracy_score(test_y, predicted)),

@@ -1,6 +1,6 @@
 """Closed-set and open-set subject identification, with baselines, tables and metrics.json.
 
-Both protocols follow DESIGN.md ("Evaluation: honest by construction"):
+Both protocols follow ``docs/evaluation.md``:
 
 * **closed-set** (N = all subjects): the encoder trains on windows of the first
   part of every run only; support = first part (stride ``W // 4``), query = second
@@ -18,9 +18,7 @@ labels), so differences between rows are paired.
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +39,7 @@ from workbench.evaluation.pools import (
     subjects_of,
     support_stride,
 )
+from workbench.files import write_json
 
 
 def _methods(factories: dict[str, EncoderFactory] | None, metric: str) -> dict[str, tuple]:
@@ -59,8 +58,7 @@ def _usable(k_shots: Sequence[int], n_query: int, support: WindowSet, query: Win
         raise ConfigError(f"k_shots={tuple(k_shots)} must be a non-empty list of integers >= 1")
     usable = [int(k) for k in k_shots if int(k) <= support_min]
     skipped = {
-        str(k): f"only {support_min} support windows in the smallest class"
-        for k in k_shots if int(k) > support_min
+        str(k): f"only {support_min} support windows in the smallest class" for k in k_shots if int(k) > support_min
     }
     if not usable:
         raise ConfigError(
@@ -89,8 +87,16 @@ def _evaluate_split(methods, train, support, query, ks, n_way, n_query, n_episod
         query_emb = embed_windows(embed_fn, query)
         out[name] = {
             k: run_episodes(
-                support_emb, support.labels, query_emb, query.labels, n_way, k,
-                n_query=n_query, n_episodes=n_episodes, seed=seed, metric=metric,
+                support_emb,
+                support.labels,
+                query_emb,
+                query.labels,
+                n_way,
+                k,
+                n_query=n_query,
+                n_episodes=n_episodes,
+                seed=seed,
+                metric=metric,
             )
             for k in ks
         }
@@ -99,9 +105,7 @@ def _evaluate_split(methods, train, support, query, ks, n_way, n_query, n_episod
 
 
 def _package(episodes, n_way, ks, meta, episodes_out) -> dict[str, Any]:
-    methods = {
-        name: {str(k): per_k[k].summary() for k in ks} for name, per_k in episodes.items()
-    }
+    methods = {name: {str(k): per_k[k].summary() for k in ks} for name, per_k in episodes.items()}
     methods["chance"] = {str(k): chance_summary(n_way) for k in ks}
     if episodes_out is not None:
         episodes_out.update(episodes)
@@ -154,17 +158,23 @@ def closed_set(
     subjects = subjects_of(recordings)
     support, query = identification_pools(recordings, window, split)
     stride = support_stride(window) if train_stride is None else train_stride
-    train = WindowSet(list(recordings), window, stride, part="first", split=split,
-                      subjects=subjects)
+    train = WindowSet(list(recordings), window, stride, part="first", split=split, subjects=subjects)
     ks, skipped, used_query = _usable(k_shots, n_query, support, query)
     with tqdm(total=len(methods), desc="closed-set", disable=not progress) as bar:
-        episodes = _evaluate_split(methods, train, support, query, ks, None, used_query,
-                                   n_episodes, seed, bar)
+        episodes = _evaluate_split(methods, train, support, query, ks, None, used_query, n_episodes, seed, bar)
     meta = {
-        "protocol": "closed-set", "window": window, "n_way": len(subjects),
-        "n_query": used_query, "n_query_requested": n_query, "n_episodes": n_episodes,
-        "seed": seed, "split": split, "train_stride": stride, "k_shots": ks,
-        "k_shots_skipped": skipped, "subjects": subjects,
+        "protocol": "closed-set",
+        "window": window,
+        "n_way": len(subjects),
+        "n_query": used_query,
+        "n_query_requested": n_query,
+        "n_episodes": n_episodes,
+        "seed": seed,
+        "split": split,
+        "train_stride": stride,
+        "k_shots": ks,
+        "k_shots_skipped": skipped,
+        "subjects": subjects,
         "metrics": {name: m for name, (_, m) in methods.items()},
     }
     return _package(episodes, len(subjects), ks, meta, episodes_out)
@@ -230,26 +240,37 @@ def open_set(
             evaluated = sorted(rng.permutation(subjects)[:n_eval].tolist())
             trained = [s for s in subjects if s not in evaluated]
             train = WindowSet(
-                [r for r in recordings if r.subject in trained], window, stride,
-                part="all", split=split, subjects=trained,
+                [r for r in recordings if r.subject in trained],
+                window,
+                stride,
+                part="all",
+                split=split,
+                subjects=trained,
             )
-            support, query = identification_pools(
-                [r for r in recordings if r.subject in evaluated], window, split
-            )
+            support, query = identification_pools([r for r in recordings if r.subject in evaluated], window, split)
             split_seed = int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
-            collected.append(_evaluate_split(methods, train, support, query, ks, n_way,
-                                             used_query, int(count), split_seed, bar))
-            split_meta.append({"train": trained, "evaluated": evaluated,
-                               "n_episodes": int(count), "seed": split_seed})
+            collected.append(
+                _evaluate_split(methods, train, support, query, ks, n_way, used_query, int(count), split_seed, bar)
+            )
+            split_meta.append({"train": trained, "evaluated": evaluated, "n_episodes": int(count), "seed": split_seed})
     episodes = {
-        name: {k: EpisodeResult.concatenate([run[name][k] for run in collected]) for k in ks}
-        for name in methods
+        name: {k: EpisodeResult.concatenate([run[name][k] for run in collected]) for k in ks} for name in methods
     }
     meta = {
-        "protocol": "open-set", "window": window, "n_way": n_way, "n_query": used_query,
-        "n_query_requested": n_query, "n_episodes": n_episodes, "seed": seed,
-        "split": split, "train_stride": stride, "k_shots": ks, "k_shots_skipped": skipped,
-        "subjects": subjects, "n_splits": n_splits, "splits": split_meta,
+        "protocol": "open-set",
+        "window": window,
+        "n_way": n_way,
+        "n_query": used_query,
+        "n_query_requested": n_query,
+        "n_episodes": n_episodes,
+        "seed": seed,
+        "split": split,
+        "train_stride": stride,
+        "k_shots": ks,
+        "k_shots_skipped": skipped,
+        "subjects": subjects,
+        "n_splits": n_splits,
+        "splits": split_meta,
         "metrics": {name: m for name, (_, m) in methods.items()},
     }
     return _package(episodes, n_way, ks, meta, episodes_out)
@@ -269,10 +290,11 @@ def results_table(results: dict[str, Any], metric: str = "accuracy") -> str:
         raise ConfigError(f"metric={metric!r} is unknown; use one of {', '.join(METRIC_NAMES)}")
     meta = results["meta"]
     ks = [str(k) for k in meta["k_shots"]]
-    title = (f"{meta['protocol']} {meta['n_way']}-way, W = {meta['window']}, {metric} "
-             f"(mean ± 95% CI over {meta['n_episodes']} episodes, {meta['n_query']} queries/class)")
-    lines = [title, "", "| method | " + " | ".join(f"K = {k}" for k in ks) + " |",
-             "|---|" + "---|" * len(ks)]
+    title = (
+        f"{meta['protocol']} {meta['n_way']}-way, W = {meta['window']}, {metric} "
+        f"(mean ± 95% CI over {meta['n_episodes']} episodes, {meta['n_query']} queries/class)"
+    )
+    lines = [title, "", "| method | " + " | ".join(f"K = {k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
     for name, per_k in results["methods"].items():
         cells = [f"{per_k[k][metric]['mean']:.2f} ± {per_k[k][metric]['ci']:.2f}" for k in ks]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -280,25 +302,14 @@ def results_table(results: dict[str, Any], metric: str = "accuracy") -> str:
 
 
 def save_metrics(results: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``results`` as JSON atomically (temporary file, then ``os.replace``).
+    """Write ``results`` as JSON atomically (see :mod:`workbench.files`).
 
     Returns
     -------
     pathlib.Path
         The written path.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(results, indent=2, sort_keys=False, default=_plain)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text + "\n")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    return write_json(path, results, indent=2, default=_plain)
 
 
 def _plain(value: Any) -> Any:

@@ -71,9 +71,7 @@ def triplet_terms(
     if margin < 0:
         raise ConfigError(f"triplet margin must be >= 0, got margin={margin}")
     if anchor.ndim != 2:
-        raise ConfigError(
-            f"triplet legs must be (N, D) embeddings, got anchor of shape {tuple(anchor.shape)}"
-        )
+        raise ConfigError(f"triplet legs must be (N, D) embeddings, got anchor of shape {tuple(anchor.shape)}")
     if positive.shape != anchor.shape or negative.shape != anchor.shape:
         raise ConfigError(
             "triplet legs must have one shape: anchor "

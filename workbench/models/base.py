@@ -1,36 +1,60 @@
 """The Method seam: what the engine, the evaluation and the notebooks know of a family.
 
-A family is an ``nn.Module`` subclass of :class:`Method` with a config dataclass.
-The engine calls :meth:`Method.training_loss` on batches, :meth:`Method.after_step`
-after every optimiser step and :meth:`Method.after_epoch` after every epoch;
-evaluation calls :meth:`Method.embed`.
+A family is an ``nn.Module`` subclass of :class:`Method` with a config dataclass, registered
+by name in :mod:`workbench.methods`. It is built from its config and a :class:`DataSpec`
+(what the data look like), and the engine drives it through a few calls:
 
-Batches are dicts of tensors. Every family receives windows as ``batch["x"]`` of
-shape ``(B, T, R)`` (time first, ROIs last) and the subject index as
-``batch["subject"]`` ``(B,)``; a family that wants another layout (Brain-JEPA's
-``(B, 1, R, T)``) converts inside.
+==========================  ======================================================  ============
+call                        when                                                    default
+==========================  ======================================================  ============
+``prepare(windows, y)``     once before training, on a sample of training windows   nothing
+``before_epoch(e)``         before every epoch, also the epoch a resumed run        nothing
+                            re-enters
+``training_loss(batch)``    every micro-batch; returns ``{"loss": scalar, ...}``    (required)
+``after_step(s, total)``    after every optimiser step (``s`` counts from 1);       nothing
+                            returning ``True`` ends training
+``after_epoch(e)``          after every full epoch                                  nothing
+``after_training()``        once at the end, also when ``max_steps`` cuts an epoch  nothing
+``embed(x)``                evaluation: windows ``(B, T, F)`` -> ``(B, D)``         (required)
+``param_groups(wd)``        the optimiser's groups, with ``lr_scale``/``apply_wd``  decay on
+                                                                                    >= 2-D only
+``batch_sampler(...)``      the batches of an epoch                                 shuffled
+==========================  ======================================================  ============
+
+Batches are dicts of tensors: ``"x"`` windows ``(B, T, F)`` (time first, features last: ROIs,
+or the voxels of volume frames), ``"subject"`` ``(B,)`` the index of the training subject, and,
+when the data carry labels, ``"y"`` ``(B, k)`` float32 in the order of ``spec.labels``
+(categorical columns as codes into their categories, NaN where undefined). A family that wants
+another layout (Brain-JEPA's ``(B, 1, R, T)`` image) converts inside.
+
+Randomness inside ``training_loss`` comes from torch's global RNG, which the engine reseeds from
+``(seed, step)`` before every optimiser step; state that must survive a resume (EMA targets,
+fitted buffers, phase counters) lives in registered buffers, which checkpoints carry.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from workbench.config import config_from_dict
+from workbench.data.spec import DataSpec
+from workbench.errors import ConfigError
 
 
 class Method(nn.Module):
-    """Base class of the five families.
+    """Base class of the families (see the module docstring for the seam).
 
-    Subclasses set ``name``, ``Config`` (a dataclass whose defaults come from the
-    seed), optionally ``presets`` (name -> dict of overrides) and ``train_defaults``
+    Subclasses set ``name``, ``Config`` (a dataclass whose defaults come from the family's
+    reference), optionally ``presets`` (name -> dict of overrides) and ``train_defaults``
     (overrides of :class:`workbench.train.TrainConfig`; an instance may refine them in
     ``__init__`` when they depend on the config), and build their network in
-    ``__init__(self, config, n_rois, n_timepoints)``.
+    ``__init__(self, config, spec)``.
     """
 
     name: ClassVar[str] = ""
@@ -38,67 +62,83 @@ class Method(nn.Module):
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
     train_defaults: ClassVar[dict[str, Any]] = {}
 
-    def __init__(self, config: Any, n_rois: int, n_timepoints: int) -> None:
+    def __init__(self, config: Any, spec: DataSpec) -> None:
         super().__init__()
         self.config = config
-        self.n_rois = int(n_rois)
-        self.n_timepoints = int(n_timepoints)
+        self.spec = spec
 
-    # -- the seam -----------------------------------------------------------------
+    # -- required --------------------------------------------------------------------------
     def training_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Return at least ``{"loss": scalar}``; other scalar entries are logged."""
         raise NotImplementedError
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Map windows ``(B, T, R)`` to representations ``(B, D)``."""
+        """Map windows ``(B, T, F)`` to representations ``(B, D)``."""
         raise NotImplementedError
 
-    def after_step(self, step: int, total_steps: int) -> None:
-        """Called after every optimiser step (``step`` counts from 1)."""
-
-    def after_epoch(self, epoch: int, data: Any) -> None:
-        """Called after every epoch with the training dataset."""
-
-    def prepare(self, train_windows: np.ndarray) -> None:
-        """Fit data-dependent buffers on training windows ``(N, T, R)`` before training.
+    # -- optional hooks ----------------------------------------------------------------------
+    def prepare(self, windows: np.ndarray, labels: np.ndarray | None = None) -> None:
+        """Fit data-dependent buffers on training windows ``(N, T, F)`` (and labels ``(N, k)``).
 
         Called once by the engine before the first step, never on evaluation data.
         """
 
-    def batch_sampler(
-        self, labels: np.ndarray, batch_size: int, seed: int
-    ) -> Iterable[list[int]] | None:
-        """Optionally return a batch sampler over the training set (lists of indices).
+    def before_epoch(self, epoch: int) -> None:
+        """Called before every epoch (counted from 0), also for the epoch a resumed run re-enters."""
 
-        ``None`` (the default) means shuffled batches. The sampler must be a pure
-        function of ``seed`` so that a resumed run sees the same batches.
+    def after_step(self, step: int, total_steps: int) -> bool | None:
+        """Called after every optimiser step (``step`` counts from 1); return ``True`` to end training."""
+        return None
+
+    def after_epoch(self, epoch: int) -> None:
+        """Called after every full epoch."""
+
+    def after_training(self) -> None:
+        """Called once when training ends, also when ``max_steps`` or ``after_step`` cut an epoch."""
+
+    def batch_sampler(self, labels: np.ndarray, batch_size: int, seed: int) -> Iterable[list[int]] | None:
+        """Optionally return the batches of one epoch (lists of window indices).
+
+        ``None`` (the default) means shuffled batches. The sampler must be a pure function of
+        ``seed`` so that a resumed run sees the same batches.
         """
         return None
 
     def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
-        """AdamW parameter groups: no weight decay on biases and 1-D parameters."""
+        """Optimiser groups: weight decay on >= 2-D parameters only, every group at the base rate.
+
+        A family may return more groups; the engine honours two extra keys per group:
+        ``lr_scale`` (multiplies the scheduled learning rate, default 1) and ``apply_wd``
+        (``False``: no weight decay, e.g. biases, norms and per-subject parameters).
+        """
         decay, no_decay = [], []
-        for _, p in self.named_parameters():
-            if not p.requires_grad:
-                continue
-            (no_decay if p.ndim <= 1 else decay).append(p)
-        groups = [{"params": decay, "weight_decay": weight_decay, "apply_wd": True}]
+        for p in self.parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim <= 1 else decay).append(p)
+        groups = [{"params": decay, "weight_decay": weight_decay, "apply_wd": True, "lr_scale": 1.0}]
         if no_decay:
-            groups.append({"params": no_decay, "weight_decay": 0.0, "apply_wd": False})
+            groups.append({"params": no_decay, "weight_decay": 0.0, "apply_wd": False, "lr_scale": 1.0})
         return groups
 
-    # -- helpers ------------------------------------------------------------------
+    # -- helpers -----------------------------------------------------------------------------
+    @property
+    def n_features(self) -> int:
+        """Features per frame (ROIs or voxels)."""
+        return self.spec.n_features
+
+    @property
+    def n_timepoints(self) -> int:
+        """Window length the family was built for."""
+        return self.spec.n_timepoints
+
     @classmethod
     def make_config(cls, preset: str | None = None, **overrides: Any) -> Any:
-        """Build the config from seed defaults, an optional preset and overrides."""
+        """Build the config from the family's defaults, an optional preset and overrides."""
         values: dict[str, Any] = {}
         if preset is not None:
-            from workbench.errors import ConfigError
-
             if preset not in cls.presets:
                 raise ConfigError(
-                    f"unknown preset {preset!r} for method {cls.name!r}; "
-                    f"choose one of {sorted(cls.presets)}"
+                    f"unknown preset {preset!r} for family {cls.name!r}; choose one of {sorted(cls.presets)}"
                 )
             values.update(cls.presets[preset])
         values.update(overrides)

@@ -48,9 +48,7 @@ def sincos_1d(positions: torch.Tensor, dim: int, base: float = 10000.0) -> torch
         raise ConfigError(f"sin-cos positional code needs an even positive width, got dim={dim}")
     pos = positions.to(torch.float32).reshape(-1, 1)
     # frequencies base^(-2k/dim), k = 0 .. dim/2 - 1
-    freq = torch.exp(
-        torch.arange(0, dim, 2, device=pos.device, dtype=torch.float32) * (-math.log(base) / dim)
-    )
+    freq = torch.exp(torch.arange(0, dim, 2, device=pos.device, dtype=torch.float32) * (-math.log(base) / dim))
     angles = pos * freq  # (N, dim/2)
     out = torch.empty(pos.shape[0], dim, device=pos.device, dtype=torch.float32)
     out[:, 0::2] = torch.sin(angles)

@@ -1,4 +1,4 @@
-"""HTML of the report: offline notebook pages, key figures and the ``index.html`` of a run.
+"""HTML of the report: offline notebook pages and the ``index.html`` of a run.
 
 Every page opens without network access: the notebook pages are rendered with a template
 that drops the CDN scripts of nbconvert's ``lab`` template (require.js, MathJax, mermaid,
@@ -15,12 +15,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from workbench.errors import ConfigError
+from workbench.files import write_text
+from workbench.viz.outputs import CAPTIONS, FIGURES
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 _REMOTE_SCRIPT = re.compile(r"<script\b[^>]*\bsrc=[\"']?(?:https?:)?//[^>]*>\s*</script>", re.IGNORECASE)
-FIGURES = "figures"
-CAPTIONS = "captions.json"
 _OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
 {%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
 {%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
@@ -70,44 +69,13 @@ def write_notebook_html(notebook: str | Path, target: str | Path) -> Path:
 
     nb = _offline_copy(nbformat.read(str(notebook), as_version=4))
     exporter = HTMLExporter(
-        template_name="lab", embed_images=True,
-        extra_loaders=[jinja2.DictLoader({"offline.html.j2": _OFFLINE_TEMPLATE})], template_file="offline.html.j2",
-    )  # fmt: skip
+        template_name="lab",
+        embed_images=True,
+        extra_loaders=[jinja2.DictLoader({"offline.html.j2": _OFFLINE_TEMPLATE})],
+        template_file="offline.html.j2",
+    )
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": Path(notebook).stem}})
-    target = Path(target)
-    target.write_text(body, encoding="utf-8")
-    return target
-
-
-# --------------------------------------------------------------------------- key figures
-
-
-def key_figure(out_dir: str | Path, name: str, caption: str, fig: Any = None, dpi: int = 110) -> Path:
-    """Save (or register) a key figure that the report's index shows.
-
-    Parameters
-    ----------
-    out_dir : path
-        The notebook's ``out_dir``; the figure goes to ``out_dir/figures/<name>.png``.
-    name : str
-        File stem; figures are shown in sorted order, so start it with the notebook number.
-    caption : str
-        What the figure shows, stored in ``figures/captions.json``.
-    fig : matplotlib Figure, optional
-        Saved as PNG; when omitted the PNG must already exist (e.g. written by ``save_png``).
-    """
-    folder = Path(out_dir) / FIGURES
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.png"
-    if fig is not None:
-        fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    elif not path.exists():
-        raise ConfigError(f"key figure {path} does not exist; save it first or pass fig")
-    captions_file = folder / CAPTIONS
-    captions = json.loads(captions_file.read_text()) if captions_file.exists() else {}
-    captions[path.name] = caption
-    captions_file.write_text(json.dumps(dict(sorted(captions.items())), indent=1))
-    return path
+    return write_text(target, body)
 
 
 # --------------------------------------------------------------------------- index.html
@@ -149,15 +117,19 @@ def _table(results: dict[str, Any], metric: str = "accuracy") -> str:
             cls = ' class="best"' if name != "chance" and mean == best[k] else ""
             cells.append(f"<td{cls}>{mean:.3f} ± {ci:.3f}</td>")
         body.append(f"<tr><td>{_e(name)}</td>{''.join(cells)}</tr>")
-    caption = (f"{meta['protocol']} {meta['n_way']}-way, W = {meta['window']} TRs — {metric}, mean ± 95% CI over "
-               f"{meta['n_episodes']} episodes, {meta['n_query']} queries per class")  # fmt: skip
+    caption = (
+        f"{meta['protocol']} {meta['n_way']}-way, W = {meta['window']} TRs — {metric}, mean ± 95% CI over "
+        f"{meta['n_episodes']} episodes, {meta['n_query']} queries per class"
+    )
     if meta.get("n_splits"):
         caption += f", {meta['n_splits']} subject splits"
     skipped = meta.get("k_shots_skipped") or {}
     if skipped:
         caption += "; skipped " + "; ".join(f"K = {k}: {why}" for k, why in skipped.items())
-    return (f"<table><caption class='muted'>{_e(caption)}</caption><thead><tr><th>method</th>{head}</tr></thead>"
-            f"<tbody>{''.join(body)}</tbody></table>")  # fmt: skip
+    return (
+        f"<table><caption class='muted'>{_e(caption)}</caption><thead><tr><th>method</th>{head}</tr></thead>"
+        f"<tbody>{''.join(body)}</tbody></table>"
+    )
 
 
 def _metrics_section(run_dir: Path) -> str:
@@ -167,11 +139,12 @@ def _metrics_section(run_dir: Path) -> str:
     metrics = json.loads(path.read_text())
     parts = []
     for protocol in ("closed-set", "open-set"):
-        for window, results in metrics.get(protocol, {}).items():
-            parts.append(_table(results))
-    note = ("Nearest-prototype subject identification (support: first half of each run, stride W/4; query: second "
-            "half, stride W). Bold: best non-chance method per K. Baselines: FC fingerprinting (Finn et al. 2015), "
-            "shrinkage LDA on FC, the untrained encoders, chance.")  # fmt: skip
+        parts.extend(_table(results) for results in metrics.get(protocol, {}).values())
+    note = (
+        "Nearest-prototype subject identification (support: first half of each run, stride W/4; query: second "
+        "half, stride W). Bold: best non-chance method per K. Baselines: FC fingerprinting (Finn et al. 2015), "
+        "shrinkage LDA on FC, the untrained encoders, chance."
+    )
     return f"<p class='muted'>{_e(note)}</p>" + "".join(parts)
 
 
@@ -184,8 +157,10 @@ def _figures_section(run_dir: Path) -> str:
     parts = []
     for png in sorted(folder.glob("*.png")):
         caption = captions.get(png.name, png.stem.replace("_", " "))
-        parts.append(f"<figure><img src='figures/{_e(png.name)}' alt='{_e(caption)}'>"
-                     f"<figcaption><b>{_e(png.stem)}</b> — {_e(caption)}</figcaption></figure>")  # fmt: skip
+        parts.append(
+            f"<figure><img src='figures/{_e(png.name)}' alt='{_e(caption)}'>"
+            f"<figcaption><b>{_e(png.stem)}</b> — {_e(caption)}</figcaption></figure>"
+        )
     return "".join(parts)
 
 
@@ -198,10 +173,14 @@ def _notebooks_section(manifest: dict[str, Any]) -> str:
             links.append(f"<a href='{_e(record['html'])}'>HTML</a>")
             links.append(f"<a href='notebooks/{_e(nb)}.ipynb'>ipynb</a>")
         wall = f"{record['wall_time_s']:.1f} s" if record.get("wall_time_s") is not None else "–"
-        rows.append(f"<tr><td>{_e(nb)}</td><td class='status-{_e(status)}'>{_e(status)}</td><td>{wall}</td>"
-                    f"<td>{' · '.join(links) or '–'}</td></tr>")  # fmt: skip
-    return ("<table><thead><tr><th>notebook</th><th>status</th><th>wall time</th><th>pages</th></tr></thead>"
-            f"<tbody>{''.join(rows)}</tbody></table>")  # fmt: skip
+        rows.append(
+            f"<tr><td>{_e(nb)}</td><td class='status-{_e(status)}'>{_e(status)}</td><td>{wall}</td>"
+            f"<td>{' · '.join(links) or '–'}</td></tr>"
+        )
+    return (
+        "<table><thead><tr><th>notebook</th><th>status</th><th>wall time</th><th>pages</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
 
 
 def _error_section(manifest: dict[str, Any]) -> str:
@@ -214,12 +193,14 @@ def _error_section(manifest: dict[str, Any]) -> str:
     if error.get("execution_count") is not None:
         where += f" (execution count {error['execution_count']})"
     source = f"<pre>{_e(error['source'])}</pre>" if error.get("source") else ""
-    return (f"<div class='error'><h2>Failed: notebook {_e(nb)}, {_e(where)}</h2>"
-            f"<p><b>{_e(error['ename'])}</b>: {_e(error['evalue'])}</p>{source}"
-            f"<p>The executed notebook keeps every output up to the failure: "
-            f"<a href='notebooks/{_e(nb)}.html'>{_e(nb)}.html</a> · "
-            f"<a href='notebooks/{_e(nb)}.ipynb'>{_e(nb)}.ipynb</a>. "
-            "Later notebooks were skipped.</p></div>")  # fmt: skip
+    return (
+        f"<div class='error'><h2>Failed: notebook {_e(nb)}, {_e(where)}</h2>"
+        f"<p><b>{_e(error['ename'])}</b>: {_e(error['evalue'])}</p>{source}"
+        f"<p>The executed notebook keeps every output up to the failure: "
+        f"<a href='notebooks/{_e(nb)}.html'>{_e(nb)}.html</a> · "
+        f"<a href='notebooks/{_e(nb)}.ipynb'>{_e(nb)}.ipynb</a>. "
+        "Later notebooks were skipped.</p></div>"
+    )
 
 
 def write_index(run_dir: str | Path, manifest: dict[str, Any]) -> Path:
@@ -246,9 +227,9 @@ def write_index(run_dir: str | Path, manifest: dict[str, Any]) -> Path:
     meta = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in meta_rows)
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Report {_e(manifest['run_id'])}</title><style>{_STYLE}</style></head>
+<title>Report {_e(manifest["run_id"])}</title><style>{_STYLE}</style></head>
 <body>
-<h1>fMRI Representation Workbench — report {_e(manifest['run_id'])}</h1>
+<h1>fMRI Representation Workbench — report {_e(manifest["run_id"])}</h1>
 <table class="meta">{meta}</table>
 {_error_section(manifest)}
 <h2>Few-shot subject identification</h2>
@@ -259,9 +240,7 @@ def write_index(run_dir: str | Path, manifest: dict[str, Any]) -> Path:
 {_figures_section(run_dir)}
 </body></html>
 """
-    path = run_dir / "index.html"
-    path.write_text(page, encoding="utf-8")
-    return path
+    return write_text(run_dir / "index.html", page)
 
 
-__all__ = ["key_figure", "write_index", "write_notebook_html"]
+__all__ = ["write_index", "write_notebook_html"]

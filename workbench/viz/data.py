@@ -21,6 +21,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from workbench.connectivity import fc_matrix
 from workbench.data.recording import Recording
 from workbench.errors import DataError
 
@@ -35,7 +36,6 @@ _MEAN_AD_TO_SD = 0.7979  # sqrt(2 / pi): the same for the mean absolute deviatio
 # A spread of the ROI stds below this fraction of their median counts as "all equal" (e.g.
 # series z-scored per ROI, whose stds differ only by rounding); it bounds the robust z.
 _RELATIVE_SCALE_FLOOR = 1e-3
-_FISHER_CLIP = 1.0 - 1e-7  # arctanh(±1) is infinite: the diagonal of an FC matrix
 
 
 def _label(recording: Recording) -> str:
@@ -126,9 +126,7 @@ def _nifti_image(recording: Recording):
     import nibabel as nib
 
     if recording.data.ndim != 4:
-        raise DataError(
-            f"{_label(recording)}: expected (X, Y, Z, T) volumes, got shape {recording.data.shape}"
-        )
+        raise DataError(f"{_label(recording)}: expected (X, Y, Z, T) volumes, got shape {recording.data.shape}")
     affine = np.asarray(recording.meta.get("affine", np.eye(4)), dtype=np.float64)
     if affine.shape != (4, 4):
         raise DataError(f"{_label(recording)}: meta['affine'] must be 4x4, got {affine.shape}")
@@ -299,9 +297,7 @@ def _spectral_series(recording: Recording) -> np.ndarray:
     return _roi_series(recording, "power_spectra")
 
 
-def power_spectra(
-    recordings: Sequence[Recording], nperseg: int = 256
-) -> tuple[np.ndarray, np.ndarray]:
+def power_spectra(recordings: Sequence[Recording], nperseg: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Welch power spectral density of each run, averaged over ROIs (or non-constant voxels).
 
     Parameters
@@ -338,9 +334,7 @@ def power_spectra(
                 "entry's tr in the catalog"
             )
         series = _spectral_series(recording)
-        freqs, psd = welch(
-            series, fs=1.0 / recording.tr, nperseg=min(nperseg, series.shape[0]), axis=0
-        )
+        freqs, psd = welch(series, fs=1.0 / recording.tr, nperseg=min(nperseg, series.shape[0]), axis=0)
         spectra.append((freqs, psd.mean(axis=1)))
     grid = min((f for f, _ in spectra), key=lambda f: (f[-1], -f.size))
     same = all(f.shape == grid.shape and np.allclose(f, grid) for f, _ in spectra)
@@ -349,9 +343,7 @@ def power_spectra(
     return grid, np.stack([np.interp(grid, f, p) for f, p in spectra])
 
 
-def plot_power_spectra(
-    freqs: np.ndarray, psd: np.ndarray, labels: Sequence[str] | None = None
-) -> Figure:
+def plot_power_spectra(freqs: np.ndarray, psd: np.ndarray, labels: Sequence[str] | None = None) -> Figure:
     """Log–log power spectra: per label group, the mean line and the min–max range band.
 
     Parameters
@@ -382,9 +374,7 @@ def plot_power_spectra(
     for group in dict.fromkeys(labels):
         members = psd[np.asarray(labels) == group][:, shown]
         (line,) = ax.plot(freqs[shown], members.mean(axis=0), label=f"{group} (n={len(members)})")
-        ax.fill_between(
-            freqs[shown], members.min(axis=0), members.max(axis=0), color=line.get_color(), alpha=0.2
-        )
+        ax.fill_between(freqs[shown], members.min(axis=0), members.max(axis=0), color=line.get_color(), alpha=0.2)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("frequency (Hz)")
@@ -392,41 +382,6 @@ def plot_power_spectra(
     ax.set_title("Welch power spectra: mean and range over runs")
     ax.legend(fontsize="small")
     return fig
-
-
-def fc_matrix(data: np.ndarray) -> np.ndarray:
-    """ROI × ROI Pearson correlation (Finn et al. 2015) of a ``(T, R)`` series.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(R, R)`` ``np.corrcoef(data, rowvar=False)``; rows and columns of constant ROIs are NaN.
-    """
-    data = np.asarray(data, dtype=np.float64)
-    if data.ndim != 2 or data.shape[0] < 2:
-        raise DataError(f"fc_matrix: expected a (T, R) series with T >= 2, got shape {data.shape}")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.atleast_2d(np.corrcoef(data, rowvar=False))
-
-
-def group_fc(recordings: Sequence[Recording]) -> np.ndarray:
-    """Group FC: the mean of the runs' Fisher-z (``arctanh r``) matrices, mapped back to r.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(R, R)`` ``tanh(mean_s arctanh(r_s))``, diagonal 1 (r = ±1 is clipped to ±(1 - 1e-7)
-        before ``arctanh``).
-    """
-    if not recordings:
-        raise DataError("group_fc: no recordings given")
-    counts = [(_label(r), _roi_series(r, "group_fc").shape[1]) for r in recordings]
-    if len({count for _, count in counts}) > 1:
-        raise DataError(f"group_fc: runs differ in ROI count {counts}; use one parcellation")
-    z = [np.arctanh(np.clip(fc_matrix(r.data), -_FISHER_CLIP, _FISHER_CLIP)) for r in recordings]
-    group = np.tanh(np.mean(z, axis=0))
-    np.fill_diagonal(group, 1.0)
-    return group
 
 
 def plot_fc(
@@ -469,7 +424,7 @@ def plot_fc_grid(recordings: Sequence[Recording], n: int = 6) -> Figure:
     Returns
     -------
     Figure
-        ``axes[i].images[0]`` holds :func:`fc_matrix` of ``recordings[i]``.
+        ``axes[i].images[0]`` holds :func:`workbench.connectivity.fc_matrix` of ``recordings[i]``.
     """
     shown = list(recordings)[:n]
     if not shown:
@@ -479,9 +434,8 @@ def plot_fc_grid(recordings: Sequence[Recording], n: int = 6) -> Figure:
     fig = Figure(figsize=(3.6 * ncols + 1.0, 3.4 * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, recording in zip(axes, shown):
-        plot_fc(fc_matrix(_roi_series(recording, "plot_fc_grid")), title=_label(recording),
-                ax=ax, colorbar=False)
-    for ax in axes[len(shown):]:
+        plot_fc(fc_matrix(_roi_series(recording, "plot_fc_grid")), title=_label(recording), ax=ax, colorbar=False)
+    for ax in axes[len(shown) :]:
         ax.set_axis_off()
     fig.colorbar(axes[0].images[0], ax=list(axes), label="Pearson r", fraction=0.03)
     return fig
@@ -503,9 +457,7 @@ def plot_mean_epi(recording: Recording) -> Figure:
     return fig
 
 
-def plot_nifti_carpet(
-    recording: Recording, mask_img=None, ax: Axes | None = None
-) -> Figure:
+def plot_nifti_carpet(recording: Recording, mask_img=None, ax: Axes | None = None) -> Figure:
     """Voxel carpet plot of a 4-D run with ``nilearn.plotting.plot_carpet``.
 
     Parameters
@@ -528,6 +480,5 @@ def plot_nifti_carpet(
         mask_img = nib.Nifti1Image(varying.astype(np.uint8), img.affine)
     tr = recording.tr if np.isfinite(recording.tr) and recording.tr > 0 else None
     fig = Figure(figsize=(10.0, 4.0), layout="constrained") if ax is None else ax.figure
-    nilearn_carpet(img, mask_img=mask_img, t_r=tr, figure=fig, axes=ax,
-                   title=f"{_label(recording)}: carpet")
+    nilearn_carpet(img, mask_img=mask_img, t_r=tr, figure=fig, axes=ax, title=f"{_label(recording)}: carpet")
     return fig

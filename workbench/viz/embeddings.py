@@ -11,9 +11,7 @@ needs a headless Chrome.
 from __future__ import annotations
 
 import os
-import secrets
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +22,19 @@ import plotly.graph_objects as go
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from plotly.colors import qualitative, unconvert_from_RGB_255, unlabel_rgb
+from sklearn.neighbors import NearestNeighbors
 
 from workbench.errors import ConfigError, DataError
+from workbench.files import atomic_path
 from workbench.viz.outputs import png_output
 
 MAX_CATEGORIES = 24  # integer labels with at most this many values are drawn as categories
 NEIGHBOUR_METRICS = ("euclidean", "cosine")
 # 10 + 8 + 9 distinct colours as hex strings, which plotly and matplotlib both accept
-_PALETTE = [to_hex(unconvert_from_RGB_255(unlabel_rgb(c))) if c.startswith("rgb") else c
-            for c in qualitative.Plotly + qualitative.Set2 + qualitative.Pastel1]
+_PALETTE = [
+    to_hex(unconvert_from_RGB_255(unlabel_rgb(c))) if c.startswith("rgb") else c
+    for c in qualitative.Plotly + qualitative.Set2 + qualitative.Pastel1
+]
 
 
 def _check_embeddings(embeddings: np.ndarray, what: str) -> np.ndarray:
@@ -131,19 +133,38 @@ def _colouring_traces(name, values, coords, hover, visible) -> list[go.Scatter]:
         traces = []
         for index, category in enumerate(pd.unique(values)):
             rows = np.flatnonzero(values == category)
-            traces.append(go.Scatter(
-                x=coords[rows, 0], y=coords[rows, 1], mode="markers", name=str(category),
-                marker={"size": 5, "color": _PALETTE[index % len(_PALETTE)]},
-                meta=name, visible=visible, **_hover(hover, rows),
-            ))
+            traces.append(
+                go.Scatter(
+                    x=coords[rows, 0],
+                    y=coords[rows, 1],
+                    mode="markers",
+                    name=str(category),
+                    marker={"size": 5, "color": _PALETTE[index % len(_PALETTE)]},
+                    meta=name,
+                    visible=visible,
+                    **_hover(hover, rows),
+                )
+            )
         return traces
     rows = np.arange(values.size)
-    return [go.Scatter(
-        x=coords[:, 0], y=coords[:, 1], mode="markers", name=name, showlegend=False,
-        marker={"size": 5, "color": values.astype(np.float64), "colorscale": "Viridis",
-                "colorbar": {"title": {"text": name}}},
-        meta=name, visible=visible, **_hover(hover, rows),
-    )]
+    return [
+        go.Scatter(
+            x=coords[:, 0],
+            y=coords[:, 1],
+            mode="markers",
+            name=name,
+            showlegend=False,
+            marker={
+                "size": 5,
+                "color": values.astype(np.float64),
+                "colorscale": "Viridis",
+                "colorbar": {"title": {"text": name}},
+            },
+            meta=name,
+            visible=visible,
+            **_hover(hover, rows),
+        )
+    ]
 
 
 def umap_figure(
@@ -193,39 +214,41 @@ def umap_figure(
         fig.add_traces(traces)
     owner = np.repeat(np.arange(len(groups)), groups)
     buttons = [
-        {"label": name, "method": "update",
-         "args": [{"visible": (owner == i).tolist()}, {"title.text": f"{title} — {name}".strip(" —")}]}
+        {
+            "label": name,
+            "method": "update",
+            "args": [{"visible": (owner == i).tolist()}, {"title.text": f"{title} — {name}".strip(" —")}],
+        }
         for i, name in enumerate(colour_by)
     ]
     first = next(iter(colour_by))
     fig.update_layout(
         title={"text": f"{title} — {first}".strip(" —")},
-        updatemenus=[{"type": "buttons", "direction": "right", "buttons": buttons,
-                      "x": 0.0, "xanchor": "left", "y": 1.12, "yanchor": "top"}],
-        xaxis={"title": {"text": "UMAP 1"}}, yaxis={"title": {"text": "UMAP 2"}},
-        legend={"itemsizing": "constant"}, template="plotly_white", height=560,
+        updatemenus=[
+            {
+                "type": "buttons",
+                "direction": "right",
+                "buttons": buttons,
+                "x": 0.0,
+                "xanchor": "left",
+                "y": 1.12,
+                "yanchor": "top",
+            }
+        ],
+        xaxis={"title": {"text": "UMAP 1"}},
+        yaxis={"title": {"text": "UMAP 2"}},
+        legend={"itemsizing": "constant"},
+        template="plotly_white",
+        height=560,
     )
     return fig
 
 
-def _write_atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Call ``write(temporary_path)`` in the target folder, then ``os.replace`` onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # a fresh name that the writer creates itself, so the file gets the usual (umask) permissions
-    temporary = str(path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"))
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def save_html(fig: go.Figure, path: str | os.PathLike) -> Path:
     """Write ``fig`` as a self-contained HTML page (plotly.js inlined, opens offline), atomically."""
-    return _write_atomic(path, lambda tmp: fig.write_html(tmp, include_plotlyjs=True, full_html=True))
+    with atomic_path(path) as tmp:
+        fig.write_html(tmp, include_plotlyjs=True, full_html=True)
+    return Path(path)
 
 
 def save_png(coords: np.ndarray, labels: np.ndarray, path: str | os.PathLike, title: str = "") -> Path:
@@ -241,8 +264,9 @@ def save_png(coords: np.ndarray, labels: np.ndarray, path: str | os.PathLike, ti
     if _is_categorical(labels):
         for index, category in enumerate(pd.unique(labels)):
             rows = labels == category
-            ax.scatter(coords[rows, 0], coords[rows, 1], s=6, label=str(category),
-                       color=_PALETTE[index % len(_PALETTE)])
+            ax.scatter(
+                coords[rows, 0], coords[rows, 1], s=6, label=str(category), color=_PALETTE[index % len(_PALETTE)]
+            )
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", markerscale=2)
     else:
         points = ax.scatter(coords[:, 0], coords[:, 1], s=6, c=labels.astype(np.float64), cmap="viridis")
@@ -250,7 +274,9 @@ def save_png(coords: np.ndarray, labels: np.ndarray, path: str | os.PathLike, ti
     ax.set_xlabel("UMAP 1")
     ax.set_ylabel("UMAP 2")
     ax.set_title(title)
-    return _write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    return Path(path)
 
 
 def nearest_neighbours(
@@ -272,7 +298,7 @@ def nearest_neighbours(
     Returns
     -------
     indices : numpy.ndarray
-        ``(k,)`` int rows, nearest first (ties by row order).
+        ``(k,)`` int rows, nearest first (scikit-learn's brute-force search).
     distances : numpy.ndarray
         ``(k,)`` float64 distances.
     """
@@ -282,25 +308,23 @@ def nearest_neighbours(
         raise DataError(f"nearest_neighbours: index {index} is outside 0..{n - 1}")
     if not 1 <= k <= n - 1:
         raise ConfigError(f"nearest_neighbours: k={k} must be between 1 and n - 1 = {n - 1}")
-    if metric == "euclidean":
-        distances = np.linalg.norm(embeddings - embeddings[index], axis=1)
-    elif metric == "cosine":
-        norms = np.linalg.norm(embeddings, axis=1)
-        if not norms.all():
-            raise DataError("nearest_neighbours: the cosine distance is undefined for zero embeddings")
-        distances = 1.0 - embeddings @ embeddings[index] / (norms * norms[index])
-    else:
+    if metric not in NEIGHBOUR_METRICS:
         raise ConfigError(f"nearest_neighbours: metric {metric!r} is not one of {NEIGHBOUR_METRICS}")
-    distances[index] = np.inf
-    order = np.argsort(distances, kind="stable")[:k]
-    return order, distances[order]
+    if metric == "cosine" and not np.linalg.norm(embeddings, axis=1).all():
+        raise DataError("nearest_neighbours: the cosine distance is undefined for zero embeddings")
+    search = NearestNeighbors(n_neighbors=k + 1, metric=metric, algorithm="brute").fit(embeddings)
+    distances, rows = search.kneighbors(embeddings[index : index + 1])
+    keep = rows[0] != index  # the query itself (or, with duplicates, one copy too many)
+    return rows[0][keep][:k], distances[0][keep][:k].astype(np.float64)
 
 
 def _html_output(table: pd.DataFrame, caption: str) -> dict[str, Any]:
     return {
         "output_type": "display_data",
-        "data": {"text/html": f"<p>{caption}</p>" + table.to_html(index=False, float_format="%.4g"),
-                 "text/plain": f"{caption}\n{table.to_string(index=False)}"},
+        "data": {
+            "text/html": f"<p>{caption}</p>" + table.to_html(index=False, float_format="%.4g"),
+            "text/plain": f"{caption}\n{table.to_string(index=False)}",
+        },
         "metadata": {},
     }
 
@@ -361,8 +385,7 @@ class LatentInspector:
         wide = {"layout": widgets.Layout(width="520px"), "continuous_update": False}
         self.controls: dict[str, widgets.Widget] = {
             "window": widgets.IntSlider(value=0, min=0, max=n - 1, description="window", **wide),
-            "k": widgets.IntSlider(value=min(max(k, 1), n - 1), min=1, max=min(50, n - 1),
-                                   description="k", **wide),
+            "k": widgets.IntSlider(value=min(max(k, 1), n - 1), min=1, max=min(50, n - 1), description="k", **wide),
             "metric": widgets.Dropdown(options=NEIGHBOUR_METRICS, value="euclidean", description="metric"),
         }
         self.output = widgets.Output()
@@ -387,8 +410,10 @@ class LatentInspector:
         self.neighbours = pd.DataFrame(table)
         self.same_subject_fraction = float(self.neighbours["same_subject"].mean())
         where = "" if self.times is None else f" at {self.times[query]:.1f} s"
-        caption = (f"window {query} (subject {self.subjects[query]}{where}): "
-                   f"{self.same_subject_fraction:.0%} of {len(rows)} neighbours share its subject")
+        caption = (
+            f"window {query} (subject {self.subjects[query]}{where}): "
+            f"{self.same_subject_fraction:.0%} of {len(rows)} neighbours share its subject"
+        )
         outputs = [_html_output(self.neighbours, caption)]
         self.figure = None if self.windows is None else self._draw(query, int(rows[0]))
         if self.figure is not None:
@@ -401,8 +426,9 @@ class LatentInspector:
         fig = Figure(figsize=(10.0, 3.2), layout="constrained")
         axes = fig.subplots(1, 2, sharey=True)
         for ax, row, role in zip(axes, (query, nearest), ("picked", "nearest")):
-            image = ax.imshow(self.windows[row].T, aspect="auto", cmap="RdBu_r", vmin=-limit,
-                              vmax=limit, interpolation="nearest")
+            image = ax.imshow(
+                self.windows[row].T, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest"
+            )
             ax.set_title(f"{role}: window {row}, subject {self.subjects[row]}")
             ax.set_xlabel("frame")
         axes[0].set_ylabel("ROI")

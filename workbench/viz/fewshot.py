@@ -48,8 +48,8 @@ def results_frame(results_by_window: Mapping[int, dict[str, Any]] | Iterable[dic
         One row per protocol × window × method × K × metric with columns
         ``protocol, window, n_way, method, k, metric, mean, ci`` (``k`` int), in input order.
     """
-    items = results_by_window.items() if isinstance(results_by_window, Mapping) else (
-        (None, r) for r in results_by_window
+    items = (
+        results_by_window.items() if isinstance(results_by_window, Mapping) else ((None, r) for r in results_by_window)
     )
     rows = []
     for key, results in items:
@@ -57,15 +57,27 @@ def results_frame(results_by_window: Mapping[int, dict[str, Any]] | Iterable[dic
             meta, methods = results["meta"], results["methods"]
             window = int(meta["window"])
         except (KeyError, TypeError) as exc:
-            raise DataError(f"results_frame: not an evaluation result (missing {exc}); pass the "
-                            "dict returned by closed_set / open_set or read from metrics.json") from None
+            raise DataError(
+                f"results_frame: not an evaluation result (missing {exc}); pass the "
+                "dict returned by closed_set / open_set or read from metrics.json"
+            ) from None
         if key is not None and int(key) != window:
             raise DataError(f"results_frame: key {key} holds results for window {window}")
         for method, per_k in methods.items():
             for k, per_metric in per_k.items():
                 for metric, value in per_metric.items():
-                    rows.append((meta.get("protocol", ""), window, meta.get("n_way"), method,
-                                 int(k), metric, float(value["mean"]), float(value["ci"])))
+                    rows.append(
+                        (
+                            meta.get("protocol", ""),
+                            window,
+                            meta.get("n_way"),
+                            method,
+                            int(k),
+                            metric,
+                            float(value["mean"]),
+                            float(value["ci"]),
+                        )
+                    )
     if not rows:
         raise DataError("results_frame: no results given")
     return pd.DataFrame(rows, columns=list(COLUMNS))
@@ -223,8 +235,9 @@ def plot_roc_det(scores: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> Figure:
     return fig
 
 
-def table_markdown(frame: pd.DataFrame, metric: str = "accuracy", ks: Sequence[int] = (1, 4),
-                   protocol: str | None = None) -> str:
+def table_markdown(
+    frame: pd.DataFrame, metric: str = "accuracy", ks: Sequence[int] = (1, 4), protocol: str | None = None
+) -> str:
     """Markdown table: rows = methods, columns = window × K, cells ``"0.73 ± 0.02"``.
 
     Cells of a window × K that was not evaluated for a method read ``"–"``.
@@ -233,12 +246,16 @@ def table_markdown(frame: pd.DataFrame, metric: str = "accuracy", ks: Sequence[i
     table = table[table["k"].isin([int(k) for k in ks])]
     if table.empty:
         raise ConfigError(f"no rows for K in {tuple(ks)}; the frame holds K in {sorted(set(frame['k']))}")
-    columns = [(w, k) for w in sorted(set(table["window"])) for k in ks
-               if ((table["window"] == w) & (table["k"] == k)).any()]
+    columns = [
+        (w, k) for w in sorted(set(table["window"])) for k in ks if ((table["window"] == w) & (table["k"] == k)).any()
+    ]
     cells = {(r.method, r.window, r.k): f"{r.mean:.2f} ± {r.ci:.2f}" for r in table.itertuples()}
-    lines = [f"{protocol}, {metric} (mean ± 95% CI)", "",
-             "| method | " + " | ".join(f"W = {w}, K = {k}" for w, k in columns) + " |",
-             "|---|" + "---|" * len(columns)]
+    lines = [
+        f"{protocol}, {metric} (mean ± 95% CI)",
+        "",
+        "| method | " + " | ".join(f"W = {w}, K = {k}" for w, k in columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
     for method in dict.fromkeys(table["method"]):
         lines.append(f"| {method} | " + " | ".join(cells.get((method, w, k), "–") for w, k in columns) + " |")
     return "\n".join(lines)

@@ -75,8 +75,7 @@ def plot_mask_grid(masks: Masks, b: int = 0, ax: Axes | None = None) -> Axes:
     ax.set_xlabel("time patch")
     ax.set_ylabel("ROI")
     handles = [
-        Patch(color=COLOURS[n], label=f"{LABELS[n]}: {int((grid == code).sum())}")
-        for code, n in enumerate(names)
+        Patch(color=COLOURS[n], label=f"{LABELS[n]}: {int((grid == code).sum())}") for code, n in enumerate(names)
     ]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small")
     return ax
@@ -166,10 +165,7 @@ def coverage_stats(
 
     return {
         "n_samples": n_samples,
-        "counts": {
-            name: {"mean": float(np.mean(v)), "std": float(np.std(v))}
-            for name, v in counts.items()
-        },
+        "counts": {name: {"mean": float(np.mean(v)), "std": float(np.std(v))} for name, v in counts.items()},
         "kind_frequency": {k: present[k] / n_draws for k in KINDS},
         "p_context": probability("context"),
         "p_target": probability("targets"),
@@ -266,28 +262,41 @@ class MaskInspector:
         n_rois: int,
         n_time_patches: int,
         seed: int = 0,
-        config: MaskConfig = MaskConfig(),
+        config: MaskConfig | None = None,
         n_draws: int = 100,
     ):
+        config = config or MaskConfig()
         self.n_rois, self.n_time_patches, self.n_draws = n_rois, n_time_patches, n_draws
         wide = {"layout": widgets.Layout(width="520px"), "style": {"description_width": "180px"}}
         self.controls: dict[str, widgets.Widget] = {
             name: widgets.FloatRangeSlider(
-                value=getattr(config, name), min=0.0, max=1.0, step=0.01, description=name,
-                continuous_update=False, readout_format=".2f", **wide,
+                value=getattr(config, name),
+                min=0.0,
+                max=1.0,
+                step=0.01,
+                description=name,
+                continuous_update=False,
+                readout_format=".2f",
+                **wide,
             )
             for name in SCALE_FIELDS
         }
         self.controls["min_keep"] = widgets.IntSlider(
-            value=config.min_keep, min=1, max=max(n_rois * n_time_patches, config.min_keep),
-            description="min_keep", continuous_update=False, **wide,
+            value=config.min_keep,
+            min=1,
+            max=max(n_rois * n_time_patches, config.min_keep),
+            description="min_keep",
+            continuous_update=False,
+            **wide,
         )
-        self.controls["allow_overlap"] = widgets.Checkbox(
-            value=config.allow_overlap, description="allow_overlap"
-        )
+        self.controls["allow_overlap"] = widgets.Checkbox(value=config.allow_overlap, description="allow_overlap")
         self.controls["seed"] = widgets.IntSlider(
-            value=seed, min=0, max=max(999, seed), description="seed",
-            continuous_update=False, **wide,
+            value=seed,
+            min=0,
+            max=max(999, seed),
+            description="seed",
+            continuous_update=False,
+            **wide,
         )
         self.output = widgets.Output()
         self.figure: Figure | None = None
@@ -311,8 +320,11 @@ class MaskInspector:
         """Render the current settings into :attr:`output`; show an error instead of raising."""
         try:
             self.figure, self.stats = render_masks(
-                self.n_rois, self.n_time_patches, self.config(),
-                self.controls["seed"].value, self.n_draws,
+                self.n_rois,
+                self.n_time_patches,
+                self.config(),
+                self.controls["seed"].value,
+                self.n_draws,
             )
         except WorkbenchError as exc:
             self.error = str(exc)
@@ -329,9 +341,7 @@ class MaskInspector:
         return self.widget._repr_mimebundle_(**kwargs)
 
 
-def mask_inspector(
-    n_rois: int, n_time_patches: int, seed: int = 0, n_draws: int = 100
-) -> MaskInspector:
+def mask_inspector(n_rois: int, n_time_patches: int, seed: int = 0, n_draws: int = 100) -> MaskInspector:
     """Build a :class:`MaskInspector` with the default :class:`MaskConfig`; display ``.widget``.
 
     ``n_draws`` batches feed the coverage maps on each redraw (about 10 ms each on 450 × 10).

@@ -108,8 +108,7 @@ def plot_history(
         (raw,) = ax.plot(steps, loss, alpha=0.25, linewidth=0.8, label="loss")
         ax.plot(steps, smooth(loss, smoothing), color=raw.get_color(), label=f"EMA {smoothing}")
         epochs = history.get("epoch", [])
-        ax.plot(_column(epochs, "step"), _column(epochs, "loss"), "o", color="black",
-                markersize=3, label="epoch mean")
+        ax.plot(_column(epochs, "step"), _column(epochs, "loss"), "o", color="black", markersize=3, label="epoch mean")
         ax.set_title(name)
         ax.legend(fontsize="x-small")
         axes[1, column].plot(steps, _column(history["step"], "lr"), color="tab:green")

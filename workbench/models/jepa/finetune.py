@@ -164,9 +164,7 @@ def finetune(
 
     device = torch.device(device) if device is not None else method.gradients.device
     model = FinetuneModel(method, n_outputs, freeze_encoder, torch.Generator().manual_seed(seed)).to(device)
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay
-    )
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
     order_rng = np.random.default_rng(seed)
     history = []
     for _ in range(epochs):

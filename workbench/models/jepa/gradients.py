@@ -6,7 +6,7 @@ with BrainSpace (Vos de Wael et al., 2020) on a large cohort. That file is tied 
 one atlas, so the workbench computes the gradients from the training windows
 instead, or loads them from a CSV:
 
-1. :func:`group_fc` — one ``(R, R)`` group connectivity matrix from training windows.
+1. :func:`workbench.connectivity.group_fc` — one ``(R, R)`` group connectivity matrix from training windows.
 2. :func:`diffusion_map_gradients` — BrainSpace-style diffusion-map embedding of it.
 3. :func:`load_gradients_csv` — a precomputed ``(R, k)`` table, checked against ``R``.
 
@@ -27,83 +27,17 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 from scipy.linalg import eigh
 from scipy.sparse.csgraph import connected_components
 
 from workbench.errors import DataError
-
-# Windows whose correlation matrices are computed at once in group_fc (bounds memory
-# to about 64 * R * R floats, 50 MB at R = 450).
-_FC_CHUNK = 64
-# |r| is clipped below 1 before the Fisher transform so that arctanh stays finite
-# (correlations are computed in float32, whose resolution near 1 is 6e-8).
-_R_MAX = 1.0 - 1e-6
 
 
 class DisconnectedAffinityError(DataError):
     """The sparsified affinity graph has several connected components."""
 
 
-def group_fc(windows: np.ndarray) -> np.ndarray:
-    """Group functional connectivity: the mean of per-window Fisher-z correlations.
-
-    Each window's ROI-by-ROI Pearson correlation matrix is Fisher-transformed
-    (``z = arctanh r``), the ``z`` matrices are averaged over windows and the
-    mean is mapped back with ``tanh``, so the result is a correlation-like
-    matrix with a unit diagonal. An ROI that is constant within a window has
-    no defined correlation there; it contributes ``z = 0`` for that window.
-
-    Averaging Fisher-z values weighs every window equally whatever its run's
-    mean and variance (a correlation of concatenated series would not, unless
-    each run were standardised first). Products are computed in float32
-    (correlations accurate to about 1e-7) with torch's batched matrix multiply:
-    about 30 s for 2,048 windows of 160 frames × 450 ROIs on 2 CPU cores, well
-    under a second at 94 ROIs.
-
-    Parameters
-    ----------
-    windows : np.ndarray
-        ``(N, T, R)`` training windows (time first, ROIs last), ``T >= 2``.
-
-    Returns
-    -------
-    np.ndarray
-        ``(R, R)`` float64 symmetric matrix with entries in ``(-1, 1)`` off the
-        diagonal and ones on it.
-
-    Raises
-    ------
-    DataError
-        If ``windows`` is not 3-D, has fewer than 2 frames or holds NaN/inf.
-    """
-    windows = np.asarray(windows)
-    if windows.ndim != 3 or windows.shape[0] < 1 or windows.shape[1] < 2:
-        raise DataError(
-            f"group_fc: expected training windows of shape (N, T, R) with N >= 1 and T >= 2, "
-            f"got {windows.shape}"
-        )
-    if not np.isfinite(windows).all():
-        raise DataError("group_fc: the training windows hold NaN or inf values; clean the data first")
-    n, t, r = windows.shape
-    z_sum = torch.zeros(r, r, dtype=torch.float64)
-    for start in range(0, n, _FC_CHUNK):  # batched BLAS through torch: ~4x numpy's stacked matmul
-        chunk = torch.as_tensor(np.asarray(windows[start : start + _FC_CHUNK]), dtype=torch.float32)
-        centred = chunk - chunk.mean(dim=1, keepdim=True)
-        norm = centred.norm(dim=1, keepdim=True)  # (n, 1, R)
-        unit = torch.where(norm > 0, centred / norm.clamp_min(1e-30), 0.0)
-        corr = unit.transpose(1, 2) @ unit  # (n, R, R), 0 where an ROI is constant
-        z_sum += corr.clamp_(-_R_MAX, _R_MAX).atanh_().sum(dim=0).double()
-    z_sum = z_sum.numpy()
-    z_sum = 0.5 * (z_sum + z_sum.T)  # float32 products are symmetric only to rounding
-    fc = np.tanh(z_sum / n)
-    np.fill_diagonal(fc, 1.0)
-    return fc
-
-
-def diffusion_map_gradients(
-    fc: np.ndarray, k: int, alpha: float = 0.5, sparsity: float = 0.9
-) -> np.ndarray:
+def diffusion_map_gradients(fc: np.ndarray, k: int, alpha: float = 0.5, sparsity: float = 0.9) -> np.ndarray:
     """The first ``k`` connectivity gradients of ``fc`` by diffusion-map embedding.
 
     The steps follow BrainSpace's ``GradientMaps(approach="dm", kernel="cosine")``:
@@ -135,7 +69,7 @@ def diffusion_map_gradients(
     Parameters
     ----------
     fc : np.ndarray
-        ``(R, R)`` symmetric connectivity (e.g. from :func:`group_fc`).
+        ``(R, R)`` symmetric connectivity (e.g. from :func:`workbench.connectivity.group_fc`).
     k : int
         Number of gradients, ``k >= 1``. A graph of ``R`` nodes has only
         ``R - 1`` non-trivial gradients: a larger ``k`` is lowered to ``R - 1``

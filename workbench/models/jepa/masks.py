@@ -190,9 +190,7 @@ class Masks:
 
     def to(self, device: torch.device | str) -> Masks:
         """Return a copy with every index tensor on ``device``."""
-        return replace(
-            self, context=self.context.to(device), targets=[t.to(device) for t in self.targets]
-        )
+        return replace(self, context=self.context.to(device), targets=[t.to(device) for t in self.targets])
 
     def grid(self, b: int = 0) -> np.ndarray:
         """Codes of sample ``b`` as an ``(R, P)`` int array for plots.
@@ -305,17 +303,18 @@ class SpatiotemporalMaskCollator:
             return torch.as_tensor(n, device=device).expand(B)
 
         obs_rois = _random_subset(every_roi, counts(sizes.observation_rois), generator)
-        obs_start = torch.randint(
-            0, P - sizes.observation_width + 1, (B,), generator=generator, device=device
-        )
+        obs_start = torch.randint(0, P - sizes.observation_width + 1, (B,), generator=generator, device=device)
         obs_cols = _span(obs_start, sizes.observation_width, P)
         observation = obs_rois[:, :, None] & obs_cols[:, None, :]
 
         roi_alpha = _random_subset(every_roi, counts(sizes.cross_roi_rois), generator)
         roi_alpha &= sizes.cross_roi_width > 0  # an empty block takes no ROIs from the context
         offset = torch.randint(
-            0, sizes.observation_width - sizes.cross_roi_width + 1, (B,),
-            generator=generator, device=device,
+            0,
+            sizes.observation_width - sizes.cross_roi_width + 1,
+            (B,),
+            generator=generator,
+            device=device,
         )
         alpha_cols = _span(obs_start + offset, sizes.cross_roi_width, P)
         cross_roi = roi_alpha[:, :, None] & alpha_cols[:, None, :]

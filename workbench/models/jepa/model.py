@@ -67,16 +67,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from workbench.connectivity import group_fc
+from workbench.data.spec import DataSpec
 from workbench.errors import ConfigError, DataError
-from workbench.models.jepa.masks import MaskConfig, SpatiotemporalMaskCollator
+from workbench.losses.jepa import jepa_loss
 from workbench.models.base import Method
 from workbench.models.blocks import sincos_1d
 from workbench.models.jepa.gradients import (
     DisconnectedAffinityError,
     diffusion_map_gradients,
-    group_fc,
     load_gradients_csv,
 )
+from workbench.models.jepa.masks import MaskConfig, SpatiotemporalMaskCollator
 from workbench.models.vit import TransformerStack, init_vit_weights
 
 POS_EMBEDS = ("gradient", "sincos2d")
@@ -126,9 +128,7 @@ class BrainJEPAConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"jepa config.{name}={getattr(self, name)} must be >= 1")
         if not 0.0 <= self.ema_start <= self.ema_end <= 1.0:
-            raise ConfigError(
-                f"jepa config: need 0 <= ema_start <= ema_end <= 1, got {self.ema_start}, {self.ema_end}"
-            )
+            raise ConfigError(f"jepa config: need 0 <= ema_start <= ema_end <= 1, got {self.ema_start}, {self.ema_end}")
         if not 0.0 <= self.gradient_sparsity < 1.0 or not 0.0 <= self.gradient_alpha <= 1.0:
             raise ConfigError(
                 "jepa config: gradient_sparsity must be in [0, 1) and gradient_alpha in [0, 1], got "
@@ -218,9 +218,7 @@ class GridPositionalEmbedding(nn.Module):
             low, high = roi_code.min(), roi_code.max()
             roi_code = 2.0 * (roi_code - low) / (high - low).clamp_min(1e-12) - 1.0
         # token roi·P + t: time code cycles fastest, ROI code is constant over a ROI's P tokens
-        return torch.cat(
-            [time_code.repeat(n_rois, 1), roi_code.repeat_interleave(n_time_patches, dim=0)], dim=1
-        )
+        return torch.cat([time_code.repeat(n_rois, 1), roi_code.repeat_interleave(n_time_patches, dim=0)], dim=1)
 
 
 class BrainJEPAEncoder(nn.Module):
@@ -240,9 +238,7 @@ class BrainJEPAEncoder(nn.Module):
             c.embed_dim, c.depth, c.num_heads, c.mlp_ratio, c.gradient_checkpointing, c.init_std
         )
 
-    def forward(
-        self, image: torch.Tensor, gradients: torch.Tensor, keep: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, gradients: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         n_rois, n_time_patches = image.shape[2], image.shape[3] // self.patch_embed.stride[1]
         x = self.patch_embed(image).flatten(2).transpose(1, 2)  # (B, R·P, D), token = roi·P + t
         pos = self.pos_embed(gradients, n_rois, n_time_patches)
@@ -265,8 +261,12 @@ class BrainJEPAPredictor(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(1, 1, c.predictor_embed_dim))
         self.pos_embed = GridPositionalEmbedding(c.predictor_embed_dim, n_gradients, c.pos_embed)
         self.transformer = TransformerStack(
-            c.predictor_embed_dim, c.predictor_depth, c.predictor_num_heads, c.mlp_ratio,
-            c.gradient_checkpointing, c.init_std,
+            c.predictor_embed_dim,
+            c.predictor_depth,
+            c.predictor_num_heads,
+            c.mlp_ratio,
+            c.gradient_checkpointing,
+            c.init_std,
         )
         self.proj = nn.Linear(c.predictor_embed_dim, c.embed_dim)
         for module in (self.embed, self.proj, self.pos_embed):
@@ -297,35 +297,63 @@ class BrainJEPA(Method):
     ----------
     config : BrainJEPAConfig
         Hyper-parameters (``BrainJEPA.make_config(preset, **overrides)``).
-    n_rois, n_timepoints : int
-        ROIs ``R`` and frames ``T`` of the training windows. ``T`` fixes nothing but a
-        check that it makes at least 2 time patches: any window length accepted by
-        :func:`time_patches` can be trained on or embedded, but ``R`` is fixed by the
-        gradients.
+    spec : DataSpec
+        ``n_features`` is the ROI count ``R`` and ``n_timepoints`` the window length ``T``.
+        ``T`` fixes nothing but a check that it makes at least 2 time patches: any window
+        length accepted by :func:`time_patches` can be trained on or embedded, but ``R`` is
+        fixed by the gradients.
     """
 
     name: ClassVar[str] = "jepa"
     Config: ClassVar[type] = BrainJEPAConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         # unit tests and smoke runs: about 26 k encoder parameters
-        "tiny": dict(embed_dim=32, depth=2, num_heads=2, predictor_embed_dim=16, predictor_depth=1,
-                     predictor_num_heads=2, patch_size=8, n_gradients=8),
+        "tiny": dict(
+            embed_dim=32,
+            depth=2,
+            num_heads=2,
+            predictor_embed_dim=16,
+            predictor_depth=1,
+            predictor_num_heads=2,
+            patch_size=8,
+            n_gradients=8,
+        ),
         # CPU demonstrations at 94 ROIs x 40-80 frames (5-10 time patches): about 1.8 M encoder parameters
-        "small": dict(embed_dim=192, depth=4, num_heads=3, predictor_embed_dim=96, predictor_depth=2,
-                      predictor_num_heads=3, patch_size=8),
+        "small": dict(
+            embed_dim=192,
+            depth=4,
+            num_heads=3,
+            predictor_embed_dim=96,
+            predictor_depth=2,
+            predictor_num_heads=3,
+            patch_size=8,
+        ),
         # the paper's ViT-Base: about 85 M encoder parameters
-        "base": dict(embed_dim=768, depth=12, num_heads=12, predictor_embed_dim=384, predictor_depth=6,
-                     predictor_num_heads=12, patch_size=16),
+        "base": dict(
+            embed_dim=768,
+            depth=12,
+            num_heads=12,
+            predictor_embed_dim=384,
+            predictor_depth=6,
+            predictor_num_heads=12,
+            patch_size=16,
+        ),
     }
     # the reference: AdamW, lr warm-up from 5e-5 then cosine to 1e-6, weight decay cosine 0.04 -> 0.4;
     # peak lr 5e-4 (the reference's 1e-3 is for an effective batch of 512, ours is 32)
     train_defaults: ClassVar[dict[str, Any]] = dict(
-        batch_size=32, lr=5e-4, start_lr=5e-5, min_lr=1e-6, warmup_steps=40,
-        weight_decay=0.04, final_weight_decay=0.4,
+        batch_size=32,
+        lr=5e-4,
+        start_lr=5e-5,
+        min_lr=1e-6,
+        warmup_steps=40,
+        weight_decay=0.04,
+        final_weight_decay=0.4,
     )
 
-    def __init__(self, config: BrainJEPAConfig, n_rois: int, n_timepoints: int) -> None:
-        super().__init__(config, n_rois, n_timepoints)
+    def __init__(self, config: BrainJEPAConfig, spec: DataSpec) -> None:
+        super().__init__(config, spec)
+        self.n_rois = spec.n_features
         self.n_time_patches = time_patches(self.n_timepoints, config.patch_size, config.crop)
         if self.n_rois < 2:
             raise ConfigError(f"Brain-JEPA needs at least 2 ROIs, the data has {self.n_rois}")
@@ -350,11 +378,11 @@ class BrainJEPA(Method):
         self.register_load_state_dict_post_hook(_check_loaded_gradients)
 
     # -- data-dependent state -------------------------------------------------------------
-    def prepare(self, train_windows: np.ndarray) -> None:
+    def prepare(self, windows: np.ndarray, labels: np.ndarray | None = None) -> None:
         """Fit the ``(R, k)`` gradient buffer on training windows ``(N, T, R)``.
 
         Reads ``gradients_csv`` when set (its first ``k`` columns), otherwise computes
-        :func:`~workbench.models.jepa.gradients.group_fc` of the windows and its
+        :func:`~workbench.connectivity.group_fc` of the windows and its
         :func:`~workbench.models.jepa.gradients.diffusion_map_gradients`. If the affinity
         graph is disconnected at ``gradient_sparsity`` (few ROIs, noisy FC), the
         sparsity is lowered in steps of 0.1 until it is connected, with a warning.
@@ -372,11 +400,9 @@ class BrainJEPA(Method):
                 )
             gradients = table[:, :k]
         else:
-            windows = np.asarray(train_windows)
+            windows = np.asarray(windows)
             if windows.ndim != 3 or windows.shape[2] != self.n_rois:
-                raise DataError(
-                    f"jepa.prepare: expected training windows (N, T, {self.n_rois}), got {windows.shape}"
-                )
+                raise DataError(f"jepa.prepare: expected training windows (N, T, {self.n_rois}), got {windows.shape}")
             gradients = _connected_gradients(group_fc(windows), k, c.gradient_alpha, c.gradient_sparsity)
         self.gradients.copy_(torch.as_tensor(gradients, dtype=torch.float32))
         self._gradients_ready = True
@@ -391,16 +417,12 @@ class BrainJEPA(Method):
 
     def _collator(self, n_time_patches: int) -> SpatiotemporalMaskCollator:
         if n_time_patches not in self._collators:
-            self._collators[n_time_patches] = SpatiotemporalMaskCollator(
-                self.n_rois, n_time_patches, self._mask_config
-            )
+            self._collators[n_time_patches] = SpatiotemporalMaskCollator(self.n_rois, n_time_patches, self._mask_config)
         return self._collators[n_time_patches]
 
     def _image(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
         if x.ndim == 3 and x.shape[2] != self.n_rois:
-            raise DataError(
-                f"jepa: windows have {x.shape[2]} ROIs but the model was built for {self.n_rois}"
-            )
+            raise DataError(f"jepa: windows have {x.shape[2]} ROIs but the model was built for {self.n_rois}")
         return windows_to_image(x, self.config.patch_size, self.config.crop)
 
     # -- the seam -------------------------------------------------------------------------
@@ -418,12 +440,10 @@ class BrainJEPA(Method):
         )
         target_index = torch.cat(masks.targets, dim=1)  # (B, Nt): all kinds in one pass
         with torch.no_grad():
-            h = self.target_encoder(image, gradients)
-            h = F.layer_norm(h.float(), (h.shape[-1],))
-            target = gather_tokens(h, target_index)
+            target = gather_tokens(self.target_encoder(image, gradients), target_index)
         z = self.encoder(image, gradients, keep=masks.context)
         prediction = self.predictor(z, masks.context, target_index, gradients, self.n_rois, n_time_patches)
-        loss = F.smooth_l1_loss(prediction.float(), target)
+        loss = jepa_loss(prediction, target)
         return {
             "loss": loss,
             "context_tokens": torch.tensor(float(masks.context.shape[1])),
@@ -456,8 +476,7 @@ def _connected_gradients(fc: np.ndarray, k: int, alpha: float, sparsity: float) 
                 raise
             lowered = max(0.0, round(sparsity - 0.1, 6))
             warnings.warn(
-                f"jepa: the FC affinity graph is disconnected at gradient_sparsity={sparsity}; "
-                f"retrying with {lowered}",
+                f"jepa: the FC affinity graph is disconnected at gradient_sparsity={sparsity}; retrying with {lowered}",
                 stacklevel=3,
             )
             sparsity = lowered

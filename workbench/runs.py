@@ -1,0 +1,257 @@
+"""Encoders on demand: train a family on a protocol's training windows, cache the run, embed.
+
+The evaluation protocols take *encoder factories* (:data:`~workbench.evaluation.EncoderFactory`):
+callables that receive the training windows of a protocol (all subjects' first halves for
+closed-set, the training subjects of a split for open-set) and return an embedding function
+over raw windows. :class:`TrainedFactory` trains a registered family on exactly those windows
+and caches the run under ``run_root/<family>-<digest>``, where the digest covers the content of
+the training windows, the resolved family config, the engine settings and the seed; so the
+training, embedding and evaluation notebooks share checkpoints, a finished run is never
+trained twice, and changed data never reuse a stale checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from workbench.data.normalize import Standardizer
+from workbench.data.recording import Recording
+from workbench.data.windows import WindowSet
+from workbench.errors import ConfigError
+from workbench.evaluation import EmbedFn, EncoderFactory, support_stride
+from workbench.methods import available, get_method
+from workbench.models.base import Method
+from workbench.train import (
+    TrainResult,
+    build_method,
+    load_method,
+    make_train_config,
+    prepare_method,
+    resolve_device,
+    train,
+)
+
+PROTOCOLS = ("closed", "all")
+_DIGEST_CHUNK_FRAMES = 4096
+
+
+def training_windows(
+    recordings: Sequence[Recording], window: int, protocol: str = "closed", label_names: Sequence[str] | None = None
+) -> WindowSet:
+    """The windows an encoder trains on under a protocol.
+
+    Parameters
+    ----------
+    recordings : sequence of Recording
+        Runs of ``(T, F)`` frames.
+    window : int
+        Window length ``W`` in frames.
+    protocol : {"closed", "all"}
+        ``"closed"``: the first half of every run with the support stride ``W // 4``, so no query
+        window of the second half is ever seen. ``"all"``: every window of the runs with the
+        same stride (open-set training subjects).
+    label_names : sequence of str, optional
+        Frame labels the windows carry (default: every shared column).
+    """
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"protocol {protocol!r} is not one of {list(PROTOCOLS)}")
+    part = "first" if protocol == "closed" else "all"
+    return WindowSet(list(recordings), length=window, stride=support_stride(window), part=part, label_names=label_names)
+
+
+def content_digest(recording: Recording) -> str:
+    """blake2b of a run's dtype, shape and values (kept in ``meta`` so it is computed once)."""
+    if "content_digest" not in recording.meta:
+        data = recording.data
+        digest = hashlib.blake2b(f"{data.dtype.str}{data.shape}".encode(), digest_size=16)
+        for lo in range(0, max(data.shape[0], 1), _DIGEST_CHUNK_FRAMES):
+            digest.update(np.ascontiguousarray(data[lo : lo + _DIGEST_CHUNK_FRAMES]).tobytes())
+        recording.meta["content_digest"] = digest.hexdigest()
+    return recording.meta["content_digest"]
+
+
+def windows_digest(windows: WindowSet) -> str:
+    """A digest of what a WindowSet holds: the runs' contents, the windows' spans, subjects and labels."""
+    h = hashlib.sha256()
+    for rec in windows.recordings:
+        h.update(f"{rec.subject}/{rec.session}/{content_digest(rec)}".encode())
+    h.update(np.ascontiguousarray(windows.spans()).tobytes())
+    h.update(json.dumps(list(windows.subjects)).encode())
+    if windows.y is not None:
+        h.update(json.dumps([dataclasses.asdict(c) for c in windows.label_columns]).encode())
+        h.update(np.ascontiguousarray(windows.y).tobytes())
+    return h.hexdigest()[:16]
+
+
+def embed_function(method: Method, standardizer: Standardizer, batch_size: int = 256) -> EmbedFn:
+    """Wrap a trained family as ``(n, W, F) float32 -> (n, D) float32`` (eval mode, no grad)."""
+    device = next(method.parameters()).device
+
+    def embed(windows: np.ndarray) -> np.ndarray:
+        method.eval()
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(windows), batch_size):
+                x = torch.from_numpy(standardizer.transform(windows[i : i + batch_size])).to(device)
+                out.append(method.embed(x).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+    return embed
+
+
+def check_methods(
+    methods: Sequence[str], presets: dict[str, str] | None = None, steps: dict[str, int] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Check families, presets and step caps against the registry.
+
+    Returns
+    -------
+    dict
+        ``{family: {"preset": str | None, "max_steps": int | None}}`` in the given order.
+
+    Raises
+    ------
+    ConfigError
+        No family, an unknown family or preset (with the valid names), a cap below 1.
+    """
+    presets, steps = dict(presets or {}), dict(steps or {})
+    if not methods:
+        raise ConfigError(f"no family named; choose among {available()}")
+    for name in [*methods, *presets, *steps]:
+        get_method(name)  # ConfigError listing the registered families
+    out: dict[str, dict[str, Any]] = {}
+    for name in dict.fromkeys(methods):
+        preset = presets.get(name)
+        if preset is not None and preset not in get_method(name).presets:
+            raise ConfigError(f"{name!r} has no preset {preset!r}; choose one of {sorted(get_method(name).presets)}")
+        cap = steps.get(name)
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+            raise ConfigError(f"steps of {name!r} must be a whole number >= 1, got {cap!r}")
+        out[name] = {"preset": preset, "max_steps": cap}
+    return out
+
+
+class TrainedFactory:
+    """An encoder factory that trains ``method`` on the protocol's training windows.
+
+    Parameters
+    ----------
+    method : str
+        A registered family (see :func:`workbench.methods.available`).
+    preset : str, optional
+        A preset of that family.
+    overrides, train_overrides : dict, optional
+        Config and engine overrides (``key: value``).
+    run_root : path
+        Folder under which each training gets its own cached run folder.
+    device, seed, progress
+        Passed to the engine.
+
+    Attributes
+    ----------
+    results : list of TrainResult
+        One per training this factory ran or reused, in call order.
+    """
+
+    def __init__(
+        self,
+        method: str,
+        preset: str | None = None,
+        overrides: dict[str, Any] | None = None,
+        train_overrides: dict[str, Any] | None = None,
+        run_root: str | Path = "runs",
+        device: str = "auto",
+        seed: int = 0,
+        progress: bool = True,
+    ) -> None:
+        self.method, self.preset = method, preset
+        self.overrides = dict(overrides or {})
+        self.train_overrides = {"device": device, "seed": seed, **(train_overrides or {})}
+        self.run_root, self.seed, self.progress = Path(run_root), seed, progress
+        self.results: list[TrainResult] = []
+        # fail early on a typo, before any training starts
+        cls = get_method(method)
+        cls.make_config(preset, **self.overrides)
+        make_train_config(cls, **self.train_overrides)
+
+    def _settings(self) -> str:
+        cls = get_method(self.method)
+        resolved = dataclasses.asdict(cls.make_config(self.preset, **self.overrides))
+        engine = {k: v for k, v in self.train_overrides.items() if k != "device"}
+        return json.dumps([resolved, cls.train_defaults, engine], sort_keys=True, default=str)
+
+    def run_dir(self, windows: WindowSet) -> Path:
+        """The cache folder of a training on ``windows`` with these settings.
+
+        The digest covers the windows' content (:func:`windows_digest`), the *resolved* family
+        config (so a changed default or preset never reuses a stale run), the family's engine
+        defaults and the overrides.
+        """
+        digest = hashlib.sha256((windows_digest(windows) + self._settings()).encode()).hexdigest()[:10]
+        return self.run_root / f"{self.method}-{digest}"
+
+    def fit(self, windows: WindowSet) -> TrainResult:
+        """Train (or reuse a finished run) on ``windows``."""
+        torch.manual_seed(self.seed)
+        method = build_method(self.method, windows.spec(), self.preset, self.overrides)
+        config = make_train_config(method, **self.train_overrides)
+        provenance = {"windows": windows_digest(windows), "subjects": list(windows.subjects)}
+        result = train(method, windows, config, self.run_dir(windows), progress=self.progress, provenance=provenance)
+        self.results.append(result)
+        return result
+
+    def __call__(self, windows: WindowSet) -> EmbedFn:
+        result = self.fit(windows)
+        return embed_function(result.method, result.standardizer)
+
+
+def encoder_factory(method: str, **kwargs: Any) -> TrainedFactory:
+    """Shorthand for :class:`TrainedFactory` (same arguments)."""
+    return TrainedFactory(method, **kwargs)
+
+
+def untrained_factory(
+    method: str, preset: str | None = None, overrides: dict[str, Any] | None = None, seed: int = 0, device: str = "auto"
+) -> EncoderFactory:
+    """The same encoder, randomly initialised from ``seed`` and never trained.
+
+    Data-dependent buffers (``Method.prepare``) and the standardizer are still fitted on the
+    training windows, so the only difference from a trained encoder is training.
+    """
+
+    def factory(windows: WindowSet) -> EmbedFn:
+        torch.manual_seed(seed)
+        m = build_method(method, windows.spec(), preset, overrides)
+        standardizer = Standardizer(make_train_config(m).normalization).fit(windows)
+        prepare_method(m, windows, standardizer)
+        m.to(resolve_device(device)).eval()
+        return embed_function(m, standardizer)
+
+    return factory
+
+
+def load_trained(run_dir: str | Path, device: str = "auto") -> tuple[Method, Standardizer, dict[str, Any]]:
+    """Load a finished run folder (checkpoint + standardizer)."""
+    return load_method(run_dir, device=device)
+
+
+__all__ = [
+    "PROTOCOLS",
+    "TrainedFactory",
+    "check_methods",
+    "content_digest",
+    "embed_function",
+    "encoder_factory",
+    "load_trained",
+    "training_windows",
+    "untrained_factory",
+    "windows_digest",
+]
