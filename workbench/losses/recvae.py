@@ -104,9 +104,12 @@ def reconstruction_loss(
     if voxel_reduction not in ("sum", "mean"):
         raise ConfigError(f"recvae voxel_reduction must be 'sum' or 'mean', got {voxel_reduction!r}")
     dtype = _loss_dtype(x, x_hat)
-    residual = x.to(dtype) - x_hat.to(dtype)
-    n_voxels: torch.Tensor | int = math.prod(x.shape[1:])
-    if mask is not None:
+    n_frames = x.shape[0]
+    if mask is None:
+        # fused: no residual volume is materialised (the 3-D outputs dominate memory)
+        total = nn.functional.mse_loss(x_hat.to(dtype), x.to(dtype), reduction="sum")
+        n_voxels: torch.Tensor | int = math.prod(x.shape[1:])
+    else:
         if mask.dtype != torch.bool:
             raise ConfigError(f"recvae brain mask must be boolean, got dtype {mask.dtype}")
         try:
@@ -114,15 +117,16 @@ def reconstruction_loss(
         except RuntimeError as err:
             raise DataError(f"brain mask of shape {tuple(mask.shape)} does not fit frames {tuple(x.shape)}") from err
         # mask the residual before squaring, so NaN/inf outside the mask get neither loss nor gradient
-        residual = torch.where(full_mask, residual, torch.zeros((), device=x.device, dtype=dtype))
+        zero = torch.zeros((), device=x.device, dtype=dtype)
+        total = torch.where(full_mask, x.to(dtype) - x_hat.to(dtype), zero).square().sum()
         n_voxels = full_mask.sum()
-    per_frame = residual.square().flatten(1).sum(1)
+    per_frame = total / n_frames
     counted = n_voxels
     if voxel_reduction == "mean":
         per_frame = per_frame / n_voxels
         counted = 1
     var = _as_var(noise_var, per_frame)
-    loss = 0.5 * per_frame.mean() / var
+    loss = 0.5 * per_frame / var
     if log_normalizer:
         loss = loss + 0.5 * counted * torch.log(var)
     return loss

@@ -98,7 +98,7 @@ class VolumeEncoder(nn.Module):
             layers += [
                 nn.Conv3d(in_ch, out_ch, stage.kernel, stage.stride, stage.padding, bias=False),
                 nn.BatchNorm3d(out_ch),
-                nn.LeakyReLU(LEAK),
+                nn.LeakyReLU(LEAK, inplace=True),
             ]
             in_ch = out_ch
         self.features = nn.Sequential(*layers)
@@ -144,7 +144,7 @@ class VolumeDecoder(nn.Module):
             nn.Linear(latent_dim, flat_size(self.grid, self.channels)),
             nn.Unflatten(1, bottom),
             nn.BatchNorm3d(self.channels[-1]),
-            nn.LeakyReLU(LEAK),
+            nn.LeakyReLU(LEAK, inplace=True),
         )
         layers: list[nn.Module] = []
         targets = (*reversed(self.channels[:-1]), 1)
@@ -157,7 +157,7 @@ class VolumeDecoder(nn.Module):
                 )
             )
             if not last:
-                layers += [nn.BatchNorm3d(out_ch), nn.LeakyReLU(LEAK)]
+                layers += [nn.BatchNorm3d(out_ch), nn.LeakyReLU(LEAK, inplace=True)]
         if output == "tanh":
             layers.append(nn.Tanh())
         self.features = nn.Sequential(*layers)
