@@ -62,6 +62,20 @@ def test_masked_reconstruction_ignores_background_even_when_it_is_nan():
     np.testing.assert_allclose(float(mean), expected_sum / mask.sum(), rtol=1e-12)
 
 
+def test_an_all_true_mask_equals_no_mask():
+    rng = np.random.default_rng(8)
+    x, x_hat = (
+        torch.from_numpy(rng.standard_normal((3, 1, 4, 2, 3))),
+        torch.from_numpy(rng.standard_normal((3, 1, 4, 2, 3))),
+    )
+    everything = torch.ones(4, 2, 3, dtype=torch.bool)
+    for reduction in ("sum", "mean"):
+        torch.testing.assert_close(
+            reconstruction_loss(x, x_hat, mask=everything, voxel_reduction=reduction),
+            reconstruction_loss(x, x_hat, voxel_reduction=reduction),
+        )
+
+
 def test_temporal_term_by_hand():
     h = torch.tensor([[1.0, 2.0], [0.0, -1.0], [3.0, 0.0]])
     prior = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 1.0]])

@@ -120,13 +120,13 @@ def reconstruction_loss(
         zero = torch.zeros((), device=x.device, dtype=dtype)
         total = torch.where(full_mask, x.to(dtype) - x_hat.to(dtype), zero).square().sum()
         n_voxels = full_mask.sum()
-    per_frame = total / n_frames
+    frame_mean = total / n_frames  # mean over frames of the per-frame voxel sum
     counted = n_voxels
     if voxel_reduction == "mean":
-        per_frame = per_frame / n_voxels
+        frame_mean = frame_mean / n_voxels
         counted = 1
-    var = _as_var(noise_var, per_frame)
-    loss = 0.5 * per_frame / var
+    var = _as_var(noise_var, frame_mean)
+    loss = 0.5 * frame_mean / var
     if log_normalizer:
         loss = loss + 0.5 * counted * torch.log(var)
     return loss
