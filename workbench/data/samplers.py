@@ -30,9 +30,9 @@ class ClassBalancedBatchSampler:
 
     Within a batch the ``K`` samples of a class are distinct when the class has at
     least ``K`` members and cycle through all its members otherwise. The batches
-    of an epoch are a pure function of ``(seed, epoch)``: :meth:`batches` computes
-    them; iterating the sampler yields the batches of the current epoch and then
-    advances it, and :meth:`set_epoch` pins it (for a resumed run).
+    of an epoch are a pure function of ``(seed, epoch)`` (:meth:`batches`); iterating
+    the sampler yields those of epoch 0. The engine builds one sampler per epoch from a
+    seed derived from ``(run seed, epoch)``, so a resumed run draws the same batches.
 
     Parameters
     ----------
@@ -74,17 +74,12 @@ class ClassBalancedBatchSampler:
         self.batch_size = self.classes_per_batch * self.samples_per_class
         self.n_batches = int(n_batches) if n_batches else max(1, labels.size // self.batch_size)
         self.seed = int(seed)
-        self.epoch = 0
         self._order = np.argsort(self._class_of, kind="stable")
         self._counts = np.bincount(self._class_of)
         self._starts = np.cumsum(self._counts) - self._counts
 
     def __len__(self) -> int:
         return self.n_batches
-
-    def set_epoch(self, epoch: int) -> None:
-        """Make the next iteration yield the batches of ``epoch``."""
-        self.epoch = int(epoch)
 
     def batches(self, epoch: int) -> list[list[int]]:
         """The ``n_batches`` index lists of ``epoch``, each of length ``P·K``."""
@@ -101,9 +96,7 @@ class ClassBalancedBatchSampler:
         return index.reshape(self.n_batches, p * k).tolist()
 
     def __iter__(self) -> Iterator[list[int]]:
-        epoch = self.epoch
-        self.epoch += 1
-        return iter(self.batches(epoch))
+        return iter(self.batches(0))
 
 
 def random_halves(

@@ -216,24 +216,6 @@ class WindowSet:
         """``(n,)`` window centre divided by the run length, in [0, 1]."""
         return (self.starts + self.length / 2.0) / self._run_lengths[self.rec_index]
 
-    def subset(self, subjects: list[str]) -> WindowSet:
-        """The windows of ``subjects`` only, with labels indexing into ``subjects``."""
-        unknown = sorted(set(subjects) - set(self.subjects))
-        if unknown:
-            raise DataError(f"subjects {unknown} are not in this window set; known: {self.subjects}")
-        wanted = set(subjects)
-        chosen = [rec for rec in self.recordings if rec.subject in wanted]
-        return WindowSet(
-            chosen,
-            self.length,
-            self.stride,
-            self.part,
-            self.split,
-            subjects=list(subjects),
-            label_names=self.label_columns,
-            label_rule=self.label_rule,
-        )
-
     def spans(self) -> np.ndarray:
         """``(n, 3)`` int64 rows ``(rec_index, start, stop)``, stop exclusive."""
         return np.stack([self.rec_index, self.starts, self.starts + self.length], axis=1)

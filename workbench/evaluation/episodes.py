@@ -25,7 +25,6 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics import det_curve, roc_curve
 
 from workbench.errors import ConfigError, DataError
 from workbench.evaluation import metrics
@@ -93,33 +92,6 @@ class EpisodeResult:
     def summary(self) -> dict[str, dict[str, float]]:
         """``{metric: {"mean", "ci"}}`` for accuracy, macro-F1, ROC-AUC and EER."""
         return {name: metrics.summarise(getattr(self, name)) for name in METRIC_NAMES}
-
-    def pooled_roc(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Verification ROC over all episodes' genuine and impostor scores.
-
-        Returns
-        -------
-        fpr, tpr, thresholds : numpy.ndarray
-            As ``sklearn.metrics.roc_curve`` with genuine pairs as positives.
-        """
-        labels, scores = self._pooled_pairs()
-        return roc_curve(labels, scores)
-
-    def pooled_det(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Verification DET curve (false accept vs false reject) over all episodes.
-
-        Returns
-        -------
-        fpr, fnr, thresholds : numpy.ndarray
-            As ``sklearn.metrics.det_curve`` with genuine pairs as positives.
-        """
-        labels, scores = self._pooled_pairs()
-        return det_curve(labels, scores)
-
-    def _pooled_pairs(self) -> tuple[np.ndarray, np.ndarray]:
-        genuine, impostor = self.genuine.ravel(), self.impostor.ravel()
-        labels = np.concatenate([np.ones(genuine.size), np.zeros(impostor.size)])
-        return labels, np.concatenate([genuine, impostor])
 
     @classmethod
     def concatenate(cls, results: list[EpisodeResult]) -> EpisodeResult:

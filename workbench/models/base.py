@@ -35,7 +35,7 @@ fitted buffers, phase counters) lives in registered buffers, which checkpoints c
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -147,9 +147,3 @@ class Method(nn.Module):
     def config_dict(self) -> dict[str, Any]:
         """The config as plain types (for checkpoints and YAML)."""
         return dataclasses.asdict(self.config)
-
-
-def batched(x: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
-    """Yield consecutive slices of ``x`` along the first axis."""
-    for i in range(0, x.shape[0], batch_size):
-        yield x[i : i + batch_size]

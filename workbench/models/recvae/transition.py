@@ -178,7 +178,7 @@ class LinearTransition(nn.Module):
 
     @torch.no_grad()
     def accumulate(self, path: torch.Tensor, h0: torch.Tensor) -> None:
-        """Add the pairs of ``S`` posterior paths ``(S, T, L)`` started from ``h0`` (see :func:`transition_statistics`)."""
+        """Add the pairs of ``S`` posterior paths ``(S, T, L)`` started from ``h0`` (:func:`transition_statistics`)."""
         stats = transition_statistics(path, h0)
         for buffer, value in zip(self.statistics(), stats, strict=True):
             buffer += value.to(device=buffer.device, dtype=buffer.dtype)
