@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PROFILE ?= quick
 
-.PHONY: setup report test test-fast lab bench clean-reports
+.PHONY: setup report lint test test-fast lab clean-reports
 
 setup:
 	@bash scripts/setup.sh
@@ -11,7 +11,12 @@ setup:
 report: setup  ## the main job: the full report on the embedded real data
 	$(BIN)/workbench report --profile $(PROFILE)
 
-test: setup  ## the whole test suite, as CI runs it
+lint: setup  ## ruff (lint and format) and the import-linter layer contracts
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+test: setup lint  ## the lint, then the whole test suite (what CI runs)
 	$(BIN)/python -m pytest tests
 
 test-fast: setup  ## skip the slow end-to-end tests
