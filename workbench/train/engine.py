@@ -1,0 +1,289 @@
+"""The one training engine, for any :class:`~workbench.models.base.Method`.
+
+It owns everything that is not a family's business: device choice, bf16 autocast on CUDA, the
+optimiser (AdamW, Adam or SGD with momentum) with warm-up + cosine learning rate and cosine
+weight decay, per-group learning-rate scales, gradient clipping and accumulation, seeding,
+progress, history and checkpoints. A family plugs in through the hooks of its Method.
+
+One run reads top to bottom (:func:`train`):
+
+1. **set up** — device, window scaling fitted on the training windows, ``prepare``, optimiser;
+2. **restore** — continue a checkpoint of the same run, or refuse one of another run;
+3. **per epoch** — ``before_epoch``, then optimiser steps over the epoch's batches:
+   schedules, forward/backward of the micro-batches, clipping, step, ``after_step``;
+4. **end of epoch** — ``after_epoch``, epoch history, checkpoint;
+5. **end of training** — ``after_training`` (also when ``max_steps`` or ``after_step`` cut an
+   epoch), final checkpoint marked finished.
+
+Reproducibility by construction: the batches of epoch ``e`` are a pure function of
+``(seed, e)``, the torch RNG is re-seeded from ``(seed, step)`` before every optimiser step,
+and every schedule is a pure function of the step. A run stopped at any checkpoint and
+resumed therefore takes exactly the steps the uninterrupted run would have taken.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from workbench.data.dataset import WindowDataset
+from workbench.data.normalize import Standardizer
+from workbench.data.windows import WindowSet
+from workbench.errors import ConfigError
+from workbench.files import atomic_path, write_json
+from workbench.models.base import Method
+from workbench.train.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, check_same_run, read_checkpoint
+from workbench.train.settings import (
+    TrainConfig,
+    apply_schedules,
+    deterministic_algorithms,
+    make_optimizer,
+    resolve_device,
+    step_seed,
+)
+
+HISTORY_NAME = "history.json"
+PREPARE_WINDOWS = 2048
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: the trained method and where its files are."""
+
+    method: Method
+    standardizer: Standardizer
+    history: dict[str, list[dict[str, float]]]
+    checkpoint: Path
+    seconds: float
+    steps: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _epoch_batches(method: Method, labels: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """The batches of one epoch, a pure function of ``(seed, epoch)``."""
+    epoch_seed = int(np.random.SeedSequence([seed, 7919, epoch]).generate_state(1)[0])
+    custom = method.batch_sampler(labels, batch_size, epoch_seed)
+    if custom is not None:
+        return [list(b) for b in custom]
+    order = np.random.default_rng(epoch_seed).permutation(len(labels))
+    n_full = len(order) // batch_size
+    if n_full == 0:
+        return [order.tolist()]
+    return [order[i * batch_size : (i + 1) * batch_size].tolist() for i in range(n_full)]
+
+
+def prepare_method(method: Method, windows: WindowSet, standardizer: Standardizer) -> None:
+    """Fit a family's data-dependent buffers (e.g. Brain-JEPA's gradients) on training windows.
+
+    At most ``PREPARE_WINDOWS`` evenly spaced windows are read, so a cohort larger than RAM is
+    never loaded whole; their labels go along when the windows have some.
+    """
+    picks = np.unique(np.linspace(0, len(windows) - 1, PREPARE_WINDOWS).round().astype(int))
+    labels = None if windows.y is None else windows.y[picks]
+    method.prepare(standardizer.transform(windows.get(picks)), labels)
+
+
+@dataclass
+class _Progress:
+    """Where a run stands; what a checkpoint stores besides weights."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    finished: bool = False
+    history: dict[str, list[dict[str, float]]] = field(default_factory=lambda: {"step": [], "epoch": []})
+
+
+def train(
+    method: Method,
+    train_windows: WindowSet,
+    config: TrainConfig,
+    out_dir: str | Path,
+    standardizer: Standardizer | None = None,
+    progress: bool = True,
+    resume: bool = True,
+    provenance: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train ``method`` on ``train_windows``; write ``checkpoint.pt`` and ``history.json`` in ``out_dir``.
+
+    Parameters
+    ----------
+    method : Method
+        A freshly built family (see :func:`build_method`).
+    train_windows : WindowSet
+        The training windows, ``(N, T, F)``. Nothing else is seen during training.
+    config : TrainConfig
+        Optimisation settings (see :func:`make_train_config`).
+    out_dir : path
+        Run folder. With ``resume=True`` a checkpoint of the same run there is continued, and a
+        checkpoint of another run (other family, settings, data or provenance) is refused.
+    standardizer : Standardizer, optional
+        Window scaling; fitted on ``train_windows`` with ``config.normalization`` when omitted.
+    progress : bool
+        Show a progress bar with the live loss.
+    resume : bool
+        Continue from ``out_dir/checkpoint.pt`` when present; ``False`` starts again.
+    provenance : dict, optional
+        Plain facts about where the windows came from (dataset, content digest, protocol) kept
+        in the checkpoint: a resumption must match them, and evaluation reads its leak guard
+        from them.
+    """
+    with deterministic_algorithms(config.deterministic):
+        return _train(method, train_windows, config, Path(out_dir), standardizer, progress, resume, provenance or {})
+
+
+def _train(
+    method: Method,
+    windows: WindowSet,
+    config: TrainConfig,
+    out_dir: Path,
+    standardizer: Standardizer | None,
+    progress: bool,
+    resume: bool,
+    provenance: dict[str, Any],
+) -> TrainResult:
+    from tqdm.auto import tqdm
+
+    # 1. set up
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    standardizer = standardizer or Standardizer(config.normalization).fit(windows)
+    prepare_method(method, windows, standardizer)
+    method.to(device)
+    optimizer = make_optimizer(method, config)
+    dataset = WindowDataset(windows, standardizer)
+    steps_per_epoch = (
+        len(_epoch_batches(method, windows.labels, config.batch_size, config.seed, 0)) // config.grad_accum
+    )
+    if steps_per_epoch == 0:
+        raise ConfigError(
+            f"train config: {len(windows)} training windows make no optimiser step with batch_size="
+            f"{config.batch_size} and grad_accum={config.grad_accum}; lower them"
+        )
+    total = (
+        steps_per_epoch * config.epochs
+        if config.max_steps is None
+        else min(steps_per_epoch * config.epochs, config.max_steps)
+    )
+    identity = {
+        "method": method.name,
+        "method_config": method.config_dict(),
+        "spec": method.spec.to_dict(),
+        "train_config": dataclasses.asdict(config),
+        "provenance": provenance,
+    }
+    checkpoint = out_dir / CHECKPOINT_NAME
+
+    def save(run: _Progress) -> None:
+        state = {
+            **identity,
+            "format": CHECKPOINT_FORMAT,
+            "model": {k: v.detach().cpu() for k, v in method.state_dict().items()},
+            "optimizer": optimizer.state_dict(),
+            "step": run.step,
+            "epoch": run.epoch,
+            "batch_in_epoch": run.batch_in_epoch,
+            "finished": run.finished,
+            "standardizer": standardizer.to_dict(),
+            "subjects": list(windows.subjects),
+            "history": run.history,
+        }
+        with atomic_path(checkpoint) as tmp:
+            torch.save(state, tmp)
+        write_json(out_dir / HISTORY_NAME, run.history, indent=1)
+
+    # 2. restore
+    run = _Progress()
+    if resume and checkpoint.exists():
+        state = read_checkpoint(checkpoint)
+        check_same_run(state, identity, checkpoint)
+        method.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        run = _Progress(state["step"], state["epoch"], state["batch_in_epoch"], state["finished"], state["history"])
+
+    autocast = (
+        torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        if device.type == "cuda" and config.amp
+        else nullcontext()
+    )
+    bar = tqdm(total=total, initial=run.step, desc=f"train {method.name}", disable=not progress, leave=False)
+    t0 = time.perf_counter()
+    stop = run.finished or run.step >= total
+    while not stop:
+        # 3. one epoch of optimiser steps
+        method.before_epoch(run.epoch)
+        batches = _epoch_batches(method, windows.labels, config.batch_size, config.seed, run.epoch)
+        usable = batches[: steps_per_epoch * config.grad_accum]
+        method.train()
+        while run.batch_in_epoch < len(usable) and not stop:
+            micro = usable[run.batch_in_epoch : run.batch_in_epoch + config.grad_accum]
+            logs, lr, wd = _optimizer_step(method, optimizer, dataset, micro, config, run.step, total, device, autocast)
+            run.step += 1
+            run.batch_in_epoch += config.grad_accum
+            stop = bool(method.after_step(run.step, total)) or run.step >= total
+            run.history["step"].append({"step": run.step, "epoch": run.epoch, "lr": lr, "weight_decay": wd, **logs})
+            bar.update(1)
+            bar.set_postfix(loss=f"{logs['loss']:.4f}", epoch=run.epoch)
+            if config.checkpoint_every and run.step % config.checkpoint_every == 0 and not stop:
+                save(run)
+        # 4. end of epoch
+        if run.batch_in_epoch >= len(usable):
+            losses = [h["loss"] for h in run.history["step"] if h["epoch"] == run.epoch]
+            run.history["epoch"].append({"epoch": run.epoch, "loss": float(np.mean(losses)), "step": run.step})
+            method.after_epoch(run.epoch)
+            run.epoch, run.batch_in_epoch = run.epoch + 1, 0
+        if not stop:
+            save(run)
+    bar.close()
+    # 5. end of training
+    if not run.finished:
+        method.after_training()
+        run.finished = True
+        save(run)
+    method.eval()
+    return TrainResult(method, standardizer, run.history, checkpoint, time.perf_counter() - t0, run.step)
+
+
+def _optimizer_step(
+    method: Method,
+    optimizer: torch.optim.Optimizer,
+    dataset: WindowDataset,
+    micro_batches: list[list[int]],
+    config: TrainConfig,
+    step: int,
+    total: int,
+    device: torch.device,
+    autocast,
+) -> tuple[dict[str, float], float, float]:
+    """One optimiser step over ``grad_accum`` micro-batches; returns the averaged logs, lr and wd."""
+    torch.manual_seed(step_seed(config.seed, step))
+    lr, wd = apply_schedules(optimizer, config, step, total)
+    optimizer.zero_grad(set_to_none=True)
+    logs: dict[str, float] = {}
+    for indices in micro_batches:
+        batch = {k: v.to(device, non_blocking=True) for k, v in dataset[indices].items()}
+        with autocast:
+            out = method.training_loss(batch)
+        loss = out["loss"].float()
+        if not torch.isfinite(loss):
+            raise ConfigError(
+                f"{method.name}: the loss became {loss.item()} at step {step}; lower the learning rate or check "
+                "the data for extreme values"
+            )
+        (loss / config.grad_accum).backward()
+        for key, value in out.items():
+            logs[key] = logs.get(key, 0.0) + float(value.detach()) / config.grad_accum
+    if config.clip_grad is not None:
+        logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(method.parameters(), config.clip_grad))
+    optimizer.step()
+    return logs, lr, wd
+
+
+__all__ = ["HISTORY_NAME", "PREPARE_WINDOWS", "TrainResult", "prepare_method", "train"]
