@@ -5,17 +5,47 @@ their grid), how long a window is, how many subjects trained and which label col
 ``batch["y"]`` carries (:class:`LabelColumn`). :meth:`WindowSet.spec
 <workbench.data.windows.WindowSet.spec>` builds it from training windows; ``load_method``
 rebuilds any family from the copy in its checkpoint.
+
+Volume frames carry the brain mask that put their voxels in order (frame column ``v`` is the
+``v``-th in-mask voxel of the grid in C order), so that a family can put frames back on the
+grid. Checkpoints hold plain types only, so the mask travels packed: one bit per voxel,
+zlib-compressed, base64 text (:func:`encode_mask` / :func:`decode_mask`; an MNI brain mask at
+2 mm packs into a few kilobytes).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
+import math
+import zlib
 from dataclasses import dataclass
 from typing import Any, Literal
+
+import numpy as np
 
 from workbench.errors import CheckpointError, ConfigError
 
 LabelKind = Literal["categorical", "continuous"]
+
+
+def encode_mask(mask: np.ndarray) -> str:
+    """Pack a boolean ``(X, Y, Z)`` mask as text: C-order bits, zlib, base64 (inverse: :func:`decode_mask`)."""
+    bits = np.packbits(np.asarray(mask, dtype=bool).ravel(order="C"))
+    return base64.b64encode(zlib.compress(bits.tobytes(), 9)).decode("ascii")
+
+
+def decode_mask(text: str, grid: tuple[int, int, int]) -> np.ndarray:
+    """The boolean ``grid``-shaped mask packed by :func:`encode_mask`; ConfigError when it does not fit."""
+    size = math.prod(grid)
+    try:
+        packed = np.frombuffer(zlib.decompress(base64.b64decode(text.encode("ascii"), validate=True)), np.uint8)
+    except (binascii.Error, zlib.error, ValueError, UnicodeEncodeError) as exc:
+        raise ConfigError(f"data spec: the packed brain mask is corrupt ({exc})") from None
+    if packed.size != -(-size // 8):
+        raise ConfigError(f"data spec: the packed brain mask holds {packed.size * 8} bits, grid {grid} needs {size}")
+    return np.unpackbits(packed, count=size).astype(bool).reshape(grid)
 
 
 @dataclass(frozen=True)
@@ -59,6 +89,9 @@ class DataSpec:
         Subjects of the training data (for per-subject parameters).
     labels : tuple of LabelColumn
         The columns of ``batch["y"]``, in order.
+    mask : str, optional
+        With ``grid``: the brain mask of volume frames packed by :func:`encode_mask` (it selects
+        ``n_features`` voxels); ``None`` means every voxel of the grid.
     """
 
     n_features: int
@@ -66,6 +99,7 @@ class DataSpec:
     grid: tuple[int, int, int] | None = None
     n_subjects: int = 0
     labels: tuple[LabelColumn, ...] = ()
+    mask: str | None = None
 
     def __post_init__(self) -> None:
         if self.n_features < 1 or self.n_timepoints < 1:
@@ -74,6 +108,24 @@ class DataSpec:
             )
         if self.grid is not None and (len(self.grid) != 3 or min(self.grid) < 1):
             raise ConfigError(f"data spec: grid={self.grid} must be three positive sizes (X, Y, Z)")
+        if self.mask is not None and self.grid is None:
+            raise ConfigError("data spec: a brain mask needs the voxel grid it lies on (grid=(X, Y, Z))")
+        if self.grid is not None:
+            selected = math.prod(self.grid) if self.mask is None else int(self.mask_array().sum())
+            if selected != self.n_features:
+                raise ConfigError(
+                    f"data spec: frames have n_features={self.n_features} voxels but the "
+                    f"{'mask' if self.mask is not None else 'full grid'} {self.grid} selects {selected}; "
+                    "give the mask the frames were cut with (workbench.data.volumes.volume_frames)"
+                )
+
+    def mask_array(self) -> np.ndarray:
+        """The boolean ``grid``-shaped brain mask of volume frames (all voxels when none was given)."""
+        if self.grid is None:
+            raise ConfigError("data spec: these frames are not volumes (no grid), so they have no brain mask")
+        if self.mask is None:
+            return np.ones(self.grid, dtype=bool)
+        return decode_mask(self.mask, self.grid)
 
     def label(self, name: str) -> LabelColumn:
         """The label column called ``name``; ConfigError listing the available ones."""
@@ -100,9 +152,10 @@ class DataSpec:
                 grid=None if grid is None else tuple(int(g) for g in grid),
                 n_subjects=int(state.get("n_subjects", 0)),
                 labels=labels,
+                mask=state.get("mask"),
             )
         except (KeyError, TypeError, ValueError, ConfigError) as exc:
             raise CheckpointError(f"the checkpoint's data spec is malformed ({exc})") from None
 
 
-__all__ = ["DataSpec", "LabelColumn", "LabelKind"]
+__all__ = ["DataSpec", "LabelColumn", "LabelKind", "decode_mask", "encode_mask"]

@@ -17,7 +17,7 @@ import numpy as np
 from workbench.data.cache import release_pages
 from workbench.data.labels import CategoricalRule, frame_values, label_columns, window_values
 from workbench.data.recording import Recording
-from workbench.data.spec import DataSpec, LabelColumn
+from workbench.data.spec import DataSpec, LabelColumn, encode_mask
 from workbench.errors import ConfigError, DataError
 
 PARTS = ("first", "second", "all")
@@ -170,16 +170,32 @@ class WindowSet:
         return np.concatenate(parts)
 
     def spec(self) -> DataSpec:
-        """The :class:`DataSpec` of a family trained on these windows."""
-        grids = {tuple(rec.meta["grid"]) for rec in self.recordings if "grid" in rec.meta}
+        """The :class:`DataSpec` of a family trained on these windows.
+
+        Volume frames (:func:`workbench.data.volumes.volume_frames`) give their grid and their
+        brain mask; every run must share both.
+        """
+        volumes = [rec for rec in self.recordings if "grid" in rec.meta]
+        grids = {tuple(rec.meta["grid"]) for rec in volumes}
         if len(grids) > 1:
             raise DataError(f"the recordings' volume grids differ: {sorted(grids)}; resample them to one grid")
+        mask = None
+        if volumes and "mask" in volumes[0].meta:
+            first = volumes[0]
+            for rec in volumes[1:]:
+                if not np.array_equal(rec.meta.get("mask"), first.meta["mask"]):
+                    raise DataError(
+                        f"runs {first.subject}/{first.session} and {rec.subject}/{rec.session} were cut with "
+                        "different brain masks; build the frames of all runs with one mask"
+                    )
+            mask = encode_mask(first.meta["mask"])
         return DataSpec(
             n_features=self.n_rois,
             n_timepoints=self.length,
             grid=grids.pop() if grids else None,
             n_subjects=len(self.subjects),
             labels=self.label_columns,
+            mask=mask,
         )
 
     def __len__(self) -> int:
