@@ -7,7 +7,12 @@ import pytest
 import torch
 
 from workbench.errors import ConfigError, DataError
-from workbench.models.recvae import LinearTransition, ridge_transition, transition_statistics
+from workbench.models.recvae import (
+    LinearTransition,
+    ridge_transition,
+    ridge_transition_with_bias,
+    transition_statistics,
+)
 
 
 def _numpy_pairs(paths: np.ndarray, h0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -35,6 +40,18 @@ def test_statistics_match_numpy_float64():
     x, y = _numpy_pairs(paths, h0)
     np.testing.assert_allclose(stats.hth.numpy(), x.T @ x, rtol=1e-12)
     np.testing.assert_allclose(stats.hth_next.numpy(), x.T @ y, rtol=1e-12)
+    assert float(stats.n_pairs) == 12
+
+
+def test_without_h0_only_the_pairs_within_each_sequence_count():
+    rng = np.random.default_rng(9)
+    paths = rng.standard_normal((3, 5, 2))
+    stats = transition_statistics(torch.from_numpy(paths), None)
+    prev, nxt = paths[:, :-1].reshape(-1, 2), paths[:, 1:].reshape(-1, 2)
+    np.testing.assert_allclose(stats.hth.numpy(), prev.T @ prev, rtol=1e-12)
+    np.testing.assert_allclose(stats.hth_next.numpy(), prev.T @ nxt, rtol=1e-12)
+    np.testing.assert_allclose(stats.sum_prev.numpy(), prev.sum(0), rtol=1e-12)
+    np.testing.assert_allclose(stats.sum_next.numpy(), nxt.sum(0), rtol=1e-12)
     assert float(stats.n_pairs) == 12
 
 
@@ -81,6 +98,50 @@ def test_ridge_update_equals_the_closed_form():
     stats = transition_statistics(torch.from_numpy(np.concatenate(batches)), torch.from_numpy(h0))
     f64 = ridge_transition(stats.hth, stats.hth_next, sigma_h, rho)
     np.testing.assert_allclose(f64.numpy(), _numpy_ridge(np.concatenate(batches), h0, sigma_h, rho), rtol=1e-10)
+
+
+def test_intercept_solves_the_augmented_ridge_with_an_unpenalised_intercept():
+    """[Fᵀ; bᵀ] = argmin ‖Y − X Fᵀ − 1 bᵀ‖² + 2σ_h²ρ‖F‖², by numpy lstsq on a stacked design."""
+    rng = np.random.default_rng(7)
+    paths, h0 = 3.0 + rng.standard_normal((4, 9, 3)), np.zeros(3)
+    sigma_h, rho = 0.6, 0.4
+    x, y = _numpy_pairs(paths, h0)
+    lam = np.sqrt(2 * sigma_h**2 * rho)
+    design = np.vstack([np.hstack([x, np.ones((len(x), 1))]), np.hstack([lam * np.eye(3), np.zeros((3, 1))])])
+    target = np.vstack([y, np.zeros((3, 3))])
+    coef = np.linalg.lstsq(design, target, rcond=None)[0]
+    transition, intercept = ridge_transition_with_bias(
+        transition_statistics(torch.from_numpy(paths), torch.from_numpy(h0)), sigma_h, rho
+    )
+    np.testing.assert_allclose(transition.numpy(), coef[:3].T, rtol=1e-7, atol=1e-8)  # offset 3: conditioning
+    np.testing.assert_allclose(intercept.numpy(), coef[3], rtol=1e-7, atol=1e-8)
+    module = LinearTransition(3, rho=rho, bias=True)
+    module.accumulate(torch.from_numpy(paths).float(), torch.zeros(3))
+    module.solve(sigma_h)
+    np.testing.assert_allclose(module.F.numpy(), coef[:3].T, rtol=1e-4, atol=1e-5)
+    prev = torch.randn(5, 3)
+    torch.testing.assert_close(module(prev), prev @ module.F.T + module.b)
+
+
+def test_an_offset_path_needs_the_intercept_to_keep_its_eigenvalues():
+    """A stable dynamic around a far-away fixed point: without b, F gets an eigenvalue near 1."""
+    rng = np.random.default_rng(8)
+    true_f, centre = np.diag([0.5, 0.3]), np.array([4.0, -3.0])
+    paths = np.empty((6, 150, 2))
+    for s in range(6):
+        h = centre.copy()
+        for t in range(150):
+            h = centre + true_f @ (h - centre) + 0.3 * rng.standard_normal(2)
+            paths[s, t] = h
+    plain, with_bias = LinearTransition(2, rho=0.01), LinearTransition(2, rho=0.01, bias=True)
+    for module in (plain, with_bias):
+        module.accumulate(torch.from_numpy(paths).float(), torch.from_numpy(centre).float())
+        module.solve()
+    moduli = np.sort(np.abs(np.linalg.eigvals(plain.F.numpy())))
+    assert moduli[-1] > 0.95
+    np.testing.assert_allclose(np.sort(np.abs(np.linalg.eigvals(with_bias.F.numpy()))), [0.3, 0.5], atol=0.05)
+    fixed_point = np.linalg.solve(np.eye(2) - with_bias.F.numpy(), with_bias.b.numpy())
+    np.testing.assert_allclose(fixed_point, centre, atol=0.1)
 
 
 def test_learned_sigma_h_tensor_is_used_without_gradient():
@@ -182,7 +243,7 @@ def test_state_dict_restores_F_and_pending_statistics_exactly():
     source.accumulate(torch.randn(3, 5, 4), torch.zeros(4))
     target = LinearTransition(4, init="identity")
     target.load_state_dict(source.state_dict())
-    for name in ("F", "hth", "hth_next", "n_pairs"):
+    for name in ("F", "b", "hth", "hth_next", "n_pairs", "sum_prev", "sum_next"):
         assert torch.equal(getattr(target, name), getattr(source, name)), name
 
 

@@ -11,6 +11,11 @@ seed, ``RecVAEModel.forward``)::
 Only the inference head sees ``h_{t-1}``, so the two expensive 3-D networks run once on
 ``(S·T, 1, X, Y, Z)`` instead of ``T`` times on ``(S, 1, X, Y, Z)``; gradients still flow
 through the whole path (back-propagation through time over the head).
+
+``frame_chunk`` caps the frames per encoder/decoder call (the ``S·T`` frames, sequence-major,
+are cut into consecutive chunks): the same numbers in eval mode; in training mode BatchNorm
+then normalises each chunk with its own batch statistics. ``frame_chunk = S`` is the
+reference's frame-by-frame cost profile without its loop.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from workbench.errors import DataError
+from workbench.errors import ConfigError, DataError
 from workbench.models.recvae.networks import (
     DEFAULT_CHANNELS,
     InferenceHead,
@@ -42,6 +47,15 @@ class PosteriorPath(NamedTuple):
     """Posterior log-variances ``log σ²_t``."""
     h_prev: torch.Tensor
     """Previous states ``h_{t-1}``; ``h_prev[:, 0]`` is ``h_0``."""
+
+
+def in_chunks(module: nn.Module, frames: torch.Tensor, frame_chunk: int | None) -> torch.Tensor:
+    """``module`` on ``frames`` ``(N, ...)`` in consecutive chunks of at most ``frame_chunk`` (None: one call)."""
+    if frame_chunk is None or frame_chunk >= frames.shape[0]:
+        return module(frames)
+    if frame_chunk < 1:
+        raise ConfigError(f"recvae frame_chunk must be >= 1 (or null for all frames at once), got {frame_chunk}")
+    return torch.cat([module(part) for part in frames.split(frame_chunk)])
 
 
 class RecVAEOutput(NamedTuple):
@@ -128,6 +142,7 @@ class RecurrentVAE(nn.Module):
         h0: torch.Tensor,
         subject_noise: torch.Tensor | None = None,
         sample: bool = True,
+        frame_chunk: int | None = None,
     ) -> RecVAEOutput:
         """Reconstruct ``S`` sequences of ``T`` volumes.
 
@@ -141,22 +156,36 @@ class RecurrentVAE(nn.Module):
             ``(S, latent_dim)`` subject vectors ``z_s`` added to every state before decoding.
         sample : bool
             Reparameterised draws (training) or posterior means.
+        frame_chunk : int, optional
+            At most this many frames per encoder/decoder call (see the module docstring).
 
         Returns
         -------
         RecVAEOutput
             ``reconstruction (S, T, 1, X, Y, Z)`` and the :class:`PosteriorPath`.
         """
+        path = self.infer(volumes, h0, sample, frame_chunk)
+        return RecVAEOutput(self.decode(path.h, subject_noise, frame_chunk), path)
+
+    def infer(
+        self, volumes: torch.Tensor, h0: torch.Tensor, sample: bool = True, frame_chunk: int | None = None
+    ) -> PosteriorPath:
+        """Posterior path of ``(S, T, [1,] X, Y, Z)`` volumes: the encoder on all frames, the head along time."""
         if volumes.ndim not in (5, 6):
             raise DataError(
                 f"RecurrentVAE expects sequences of volumes (S, T, X, Y, Z), got shape {tuple(volumes.shape)}"
             )
         n_seq, n_steps = volumes.shape[:2]
         frames = volumes.reshape(n_seq * n_steps, *volumes.shape[2:])
-        encodings = self.encoder(frames).reshape(n_seq, n_steps, -1)
-        path = unroll_posterior(self.head, encodings, h0, sample)
-        states = path.h
+        encodings = in_chunks(self.encoder, frames, frame_chunk).reshape(n_seq, n_steps, -1)
+        return unroll_posterior(self.head, encodings, h0, sample)
+
+    def decode(
+        self, states: torch.Tensor, subject_noise: torch.Tensor | None = None, frame_chunk: int | None = None
+    ) -> torch.Tensor:
+        """Volumes ``(S, T, 1, X, Y, Z)`` decoded from states ``(S, T, L)`` plus ``z_s`` ``(S, L)`` when given."""
+        n_seq, n_steps = states.shape[:2]
         if subject_noise is not None:
             states = states + subject_noise.unsqueeze(1).to(states.dtype)
-        decoded = self.decoder(states.reshape(n_seq * n_steps, self.latent_dim))
-        return RecVAEOutput(decoded.reshape(n_seq, n_steps, *decoded.shape[1:]), path)
+        decoded = in_chunks(self.decoder, states.reshape(n_seq * n_steps, self.latent_dim), frame_chunk)
+        return decoded.reshape(n_seq, n_steps, *decoded.shape[1:])
