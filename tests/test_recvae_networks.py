@@ -1,4 +1,4 @@
-"""RecVAE networks: conv geometry for any grid, shapes, gradients, time batching, brain mask."""
+"""RecVAE networks: conv geometry for any grid, shapes, gradients, time batching."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from torch import nn
 
 from workbench.errors import ConfigError, DataError
 from workbench.models.recvae import (
-    BrainMask,
     InferenceHead,
     RecurrentVAE,
     VolumeDecoder,
@@ -197,32 +196,3 @@ def test_bad_configuration_and_input_raise():
         VolumeEncoder((8, 8, 8), channels=(2,))(torch.randn(2, 1, 8, 8, 7))
     with pytest.raises(DataError, match="sequences"):
         RecurrentVAE((8, 8, 8), channels=(2,))(torch.randn(8, 8, 8), torch.zeros(10))
-
-
-def test_brain_mask_round_trip_and_zero_background():
-    mask = np.zeros((4, 5, 3), dtype=bool)
-    mask[1:3, 1:4, 1] = True
-    bm = BrainMask(mask)
-    assert bm.n_voxels == 6 and bm.grid == (4, 5, 3)
-    frames = torch.randn(2, 7, 6, dtype=torch.float64, requires_grad=True)
-    vols = bm.to_volumes(frames)
-    assert vols.shape == (2, 7, 1, 4, 5, 3) and vols.dtype == torch.float64
-    np.testing.assert_array_equal(vols.detach().numpy()[:, :, 0][..., ~mask], 0.0)
-    np.testing.assert_array_equal(vols.detach().numpy()[:, :, 0][..., mask], frames.detach().numpy())
-    torch.testing.assert_close(bm.to_frames(vols), frames)
-    vols.sum().backward()
-    torch.testing.assert_close(frames.grad, torch.ones_like(frames))
-
-
-def test_brain_mask_rejects_bad_masks_and_frames():
-    with pytest.raises(DataError, match="no voxel"):
-        BrainMask(np.zeros((3, 3, 3), dtype=bool))
-    with pytest.raises(DataError, match="3-D"):
-        BrainMask(np.ones((3, 3), dtype=bool))
-    with pytest.raises(DataError, match="0/1"):
-        BrainMask(np.full((3, 3, 3), 0.5))
-    bm = BrainMask(np.ones((2, 2, 2)))
-    with pytest.raises(DataError, match="voxels"):
-        bm.to_volumes(torch.zeros(3, 7))
-    with pytest.raises(DataError, match="brain mask"):
-        bm.to_frames(torch.zeros(3, 2, 2, 2))
