@@ -6,10 +6,12 @@ Synthetic data: ``--subjects`` sequences of ``--timepoints`` random volumes on `
 unrolled over time, decoder on ``h_t + z_s``, the RecVAE loss (reconstruction + temporal
 + z-sparsity) and the ridge statistics of ``F``, solved at the end of the epoch.
 
-Two modes, the same modules and the same loss:
+Modes, the same modules and the same loss:
 
 - ``batched``: the encoder and the decoder run once on all ``S·T`` frames of the batch
   (:class:`workbench.models.recvae.RecurrentVAE`);
+- ``chunk-N``: the same, at most ``N`` frames per encoder/decoder call (the family's
+  ``frame_chunk`` option; ``--chunks`` lists the sizes);
 - ``framewise``: the reference's loop, encoder → head → decoder called once per time
   step on the ``S`` volumes of that step.
 
@@ -28,6 +30,7 @@ Usage::
     python bench/recvae_epoch.py --quick                  # 31×37×31 grid, 4 × 24 frames, seconds
     python bench/recvae_epoch.py                          # full size on the CPU
     python bench/recvae_epoch.py --devices cpu cuda       # also on a GPU
+    python bench/recvae_epoch.py --chunks 4 16 60         # also frame_chunk = 4, 16, 60
 """
 
 from __future__ import annotations
@@ -79,7 +82,11 @@ def run_one(device: str, mode: str, args: argparse.Namespace) -> dict:
     z = torch.nn.Parameter(0.01 * torch.randn(n_subj, model.latent_dim, device=dev))
     optimiser = torch.optim.AdamW([*model.parameters(), z], lr=1e-4)
     h0 = torch.zeros(model.latent_dim, device=dev)
-    forward = model if mode == "batched" else lambda v, h, zs: framewise_forward(model, v, h, zs)
+    if mode == "framewise":
+        forward = lambda v, h, zs: framewise_forward(model, v, h, zs)  # noqa: E731
+    else:
+        chunk = None if mode == "batched" else int(mode.removeprefix("chunk-"))
+        forward = lambda v, h, zs: model(v, h, zs, frame_chunk=chunk)  # noqa: E731
     batches = [torch.arange(i, min(i + args.batch, n_subj), device=dev) for i in range(0, n_subj, args.batch)]
 
     def step(idx: torch.Tensor) -> float:
@@ -142,6 +149,7 @@ def main() -> None:
     )
     parser.add_argument("--devices", nargs="+", default=["cpu"], help="cpu and/or cuda (cuda skipped when absent)")
     parser.add_argument("--modes", nargs="+", default=["batched", "framewise"], choices=["batched", "framewise"])
+    parser.add_argument("--chunks", nargs="*", type=int, default=[], help="also run frame_chunk = N (chunk-N modes)")
     parser.add_argument("--grid", nargs=3, type=int, default=[91, 109, 91])
     parser.add_argument("--subjects", type=int, default=4)
     parser.add_argument("--timepoints", type=int, default=120)
@@ -160,11 +168,12 @@ def main() -> None:
         return
 
     rows = []
+    modes = [*args.modes, *(f"chunk-{n}" for n in args.chunks)]
     for device in args.devices:
         if device == "cuda" and not torch.cuda.is_available():
             print("cuda: not available, skipped")
             continue
-        for mode in args.modes:
+        for mode in modes:
             cmd = [sys.executable, __file__, *sys.argv[1:], "--child", device, mode]
             done = subprocess.run(cmd, check=False, capture_output=True, text=True)
             if done.returncode != 0:
@@ -188,8 +197,9 @@ def main() -> None:
         )
     for device in args.devices:
         speed = {r["mode"]: r["volumes_per_s"] for r in rows if r["device"] == device}
-        if {"batched", "framewise"} <= set(speed):
-            print(f"{device}: batched over time is {speed['batched'] / speed['framewise']:.2f}× frame by frame")
+        if "framewise" in speed:
+            for mode in (m for m in modes if m != "framewise" and m in speed):
+                print(f"{device}: {mode} is {speed[mode] / speed['framewise']:.2f}× frame by frame")
 
 
 if __name__ == "__main__":
