@@ -227,8 +227,8 @@ def scale_run(rec: Recording, mask: np.ndarray, scaling: Scaling = "zscore") -> 
     """
     if scaling not in SCALINGS:
         raise ConfigError(f"scaling={scaling!r}: choose one of {list(SCALINGS)}")
-    data = np.asarray(rec.data, dtype=np.float64)
-    inside = data[mask]  # (V, T)
+    data = np.asarray(rec.data, dtype=np.float32)
+    inside = data[mask].astype(np.float64)  # (V, T): statistics in float64, the run itself stays float32
     if not np.isfinite(inside).all():
         raise DataError(f"{_name(rec)} holds NaN or inf inside the brain mask; fix or drop the run")
     if not (inside.max(axis=1) > inside.min(axis=1)).any():
@@ -247,10 +247,12 @@ def scale_run(rec: Recording, mask: np.ndarray, scaling: Scaling = "zscore") -> 
         scaled = np.zeros_like(data)
         scaled[mask] = (inside - mean) / np.where(std > 0, std, np.inf)
         meta = {**rec.meta, "scaling": {"kind": scaling}}
-        return Recording(rec.subject, rec.session, scaled.astype(np.float32), rec.tr, meta, rec.frame_labels)
+        return Recording(rec.subject, rec.session, scaled, rec.tr, meta, rec.frame_labels)
     else:
         center, scale = 0.0, 1.0
-    scaled = ((data - center) / scale).astype(np.float32)
+    scaled = np.empty_like(data)
+    for t in range(data.shape[3]):  # frame by frame in float64: min-max ends exactly at ±1, little memory
+        scaled[..., t] = (data[..., t].astype(np.float64) - center) / scale
     meta = {**rec.meta, "scaling": {"kind": scaling, "center": center, "scale": scale}}
     return Recording(rec.subject, rec.session, scaled, rec.tr, meta, rec.frame_labels)
 
