@@ -151,7 +151,7 @@ def render_run(
         raise ConfigError(f"time {t} is outside the run's {readout.mu.shape[0]} frames")
     # a fixed grid, no layout engine: the inspector redraws on every slider move
     fig = Figure(figsize=(11.0, 6.4))
-    grid = fig.add_gridspec(2, 7, left=0.06, right=0.97, bottom=0.04, top=0.9, hspace=0.35, wspace=0.5)
+    grid = fig.add_gridspec(2, 7, left=0.06, right=0.97, bottom=0.04, top=0.9, hspace=0.35, wspace=0.8)
     ax_path, ax_eig = fig.add_subplot(grid[0, :5]), fig.add_subplot(grid[0, 5:])
     plot_latent_trajectory(readout.mu, tr, t, ax_path)
     plot_eigenvalues(transition, reference, ax_eig)

@@ -1,0 +1,161 @@
+"""What the ``recvae`` family learns on ``synthetic-volumes``: identification, reconstruction, dynamics.
+
+Three measurements, printed as tables:
+
+1. **Identification** (closed-set, ``docs/evaluation.md``): the encoder trains on the first half of
+   every run, support windows come from the first half, queries from the second. ``closed_set``
+   always adds FC fingerprinting and LDA on FC, whose ``V(V−1)/2`` voxel-pair features are only
+   affordable on a coarse grid, so the runs are resampled to ``--eval-grid`` (default 4×5×4 = 80
+   voxels, 3160 pairs) for that table; beside them: the same ``recvae`` untrained, and
+   ``mean-image`` (a window's mean frame, which carries the subjects' static offset maps). A
+   second table repeats ``recvae`` and ``mean-image`` on the full 16×20×16 grid with the same
+   pools and episodes, without the FC baselines.
+2. **Reconstruction, training vs held-out subjects** (leave one subject out, ``--folds`` folds):
+   the model trains on all frames of the other subjects; per-voxel MSE (units of the per-run
+   z-scored frames) on the training subjects with their ``z_s``, and on the second half of the
+   held-out subject with ``z_s = 0`` and with a ``z_s`` fitted on its first half (network frozen).
+3. **Dynamics**: sorted moduli of the eigenvalues of the learned ``F`` against the generator's.
+
+Usage::
+
+    python bench/recvae_quality.py                       # ~10 min on 2 CPU cores
+    python bench/recvae_quality.py --epochs 20 --folds 1 --episodes 200   # quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from workbench.data.catalog import load_recordings
+from workbench.data.volume_runs import prepare_volume_runs
+from workbench.data.windows import WindowSet
+from workbench.evaluation import closed_set, embed_windows, identification_pools, results_table, run_episodes
+from workbench.models.recvae import fit_subject_noise, reconstruction_mse, subject_row
+from workbench.runs import TrainedFactory, untrained_factory
+
+
+def mean_image_factory(train_windows):
+    """A window's mean frame: the static image of the run (no training)."""
+    del train_windows
+    return lambda windows: np.asarray(windows, dtype=np.float32).mean(axis=1)
+
+
+def identification(runs, factories, window, ks, episodes, seed, title):
+    results = closed_set(runs, window, factories, k_shots=ks, n_episodes=episodes, seed=seed)
+    print(f"\n{title}\n" + results_table(results))
+
+
+def identification_without_baselines(runs, factories, window, ks, episodes, seed, title):
+    """The closed-set pools and episodes of ``closed_set``, for encoders only (no FC baselines)."""
+    support, query = identification_pools(runs, window)
+    train = WindowSet(runs, window, max(1, window // 4), part="first", subjects=support.subjects)
+    print(f"\n{title}\n\n| method | " + " | ".join(f"K = {k}" for k in ks) + " |\n|---|" + "---|" * len(ks))
+    for name, factory in factories.items():
+        embed = factory(train)
+        s_emb, q_emb = embed_windows(embed, support), embed_windows(embed, query)
+        n_query = min(5, int(np.bincount(query.labels).min()))
+        cells = []
+        for k in ks:
+            result = run_episodes(
+                s_emb, support.labels, q_emb, query.labels, None, k, n_query=n_query, n_episodes=episodes, seed=seed
+            )
+            summary = result.summary()["accuracy"]
+            cells.append(f"{summary['mean']:.2f} ± {summary['ci']:.2f}")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+def reconstruction(runs, args, overrides, train_overrides):
+    subjects = sorted({r.subject for r in runs})
+    rows = []
+    eigen = []
+    for held in subjects[: args.folds]:
+        train_runs = [r for r in runs if r.subject != held]
+        windows = WindowSet(train_runs, args.window, max(1, args.window // 2))
+        factory = TrainedFactory(
+            "recvae", args.preset, overrides, train_overrides, run_root=args.runs, device="cpu", progress=False
+        )
+        result = factory.fit(windows)
+        model, names = result.method, list(windows.subjects)
+        for rec in train_runs:
+            frames = rec.data[None]
+            rows.append(
+                (
+                    held,
+                    "training",
+                    rec.subject,
+                    "trained z_s",
+                    reconstruction_mse(model, frames, subject_row(model, names, rec.subject)),
+                )
+            )
+        (rec,) = [r for r in runs if r.subject == held]
+        half = rec.n_timepoints // 2
+        first, second = rec.data[None, :half], rec.data[None, half:]
+        fitted = fit_subject_noise(model, first)
+        rows.append((held, "held-out", held, "z_s = 0", reconstruction_mse(model, second)))
+        rows.append((held, "held-out", held, "fitted z_s", reconstruction_mse(model, second, fitted)))
+        eigen.append(np.sort(np.abs(np.linalg.eigvals(model.transition.F.numpy()))))
+    print("\nReconstruction, per-voxel MSE of z-scored frames (leave one subject out)\n")
+    print("| held out | subjects | run | z_s | MSE |\n|---|---|---|---|---|")
+    for held, kind, subject, z, mse in rows:
+        print(f"| {held} | {kind} | {subject} | {z} | {mse:.3f} |")
+    for kind, z in (("training", "trained z_s"), ("held-out", "z_s = 0"), ("held-out", "fitted z_s")):
+        values = [r[4] for r in rows if r[1] == kind and r[3] == z]
+        print(f"mean {kind:9s} {z:12s}: {np.mean(values):.3f} (n = {len(values)})")
+    return eigen
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--window", type=int, default=10)
+    parser.add_argument("--eval-grid", default="4,5,4")
+    parser.add_argument("--scaling", default="zscore")
+    parser.add_argument("--k-shots", default="1,2,4,8")
+    parser.add_argument("--episodes", type=int, default=600)
+    parser.add_argument("--folds", type=int, default=4, help="held-out subjects for the reconstruction table")
+    parser.add_argument("--runs", default="runs/bench-recvae-quality")
+    parser.add_argument("--parts", default="identify,reconstruct")
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    args.runs = Path(args.runs)
+    ks = [int(k) for k in args.k_shots.split(",")]
+    parts = set(args.parts.split(","))
+    raw = load_recordings("synthetic-volumes", progress=False)
+    true = np.sort(np.abs(np.linalg.eigvals(np.array(raw[0].meta["F"]))))
+    runs = prepare_volume_runs(raw, scaling=args.scaling)
+    train_overrides = {"epochs": args.epochs}
+    t0 = time.perf_counter()
+    if "identify" in parts:
+        eval_grid = tuple(int(g) for g in args.eval_grid.split(","))
+        coarse = prepare_volume_runs(raw, grid=eval_grid, scaling=args.scaling)
+        for grid_runs, name, with_baselines in (
+            (coarse, "×".join(map(str, eval_grid)), True),
+            (runs, "16×20×16", False),
+        ):
+            factories = {
+                "recvae": TrainedFactory(
+                    "recvae", args.preset, {}, train_overrides, run_root=args.runs, device="cpu", progress=False
+                ),
+                "recvae-untrained": untrained_factory("recvae", args.preset, device="cpu"),
+                "mean-image": mean_image_factory,
+            }
+            title = f"synthetic-volumes at {name} ({grid_runs[0].data.shape[1]} voxels), W = {args.window}"
+            run = identification if with_baselines else identification_without_baselines
+            run(grid_runs, factories, args.window, ks, args.episodes, 0, title)
+            print(f"[{time.perf_counter() - t0:.0f} s]", flush=True)
+    if "reconstruct" in parts:
+        eigen = reconstruction(runs, args, {}, train_overrides)
+        print(f"\neigenvalue moduli of F, generator: {np.round(true, 3).tolist()}")
+        for e in eigen:
+            print(f"  learned: {np.round(e, 3).tolist()}  max |error| {np.abs(e - true).max():.3f}")
+        print(f"[{time.perf_counter() - t0:.0f} s]")
+
+
+if __name__ == "__main__":
+    main()
