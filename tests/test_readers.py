@@ -9,14 +9,10 @@ import numpy as np
 import pytest
 import scipy.io
 
-from workbench.data.readers import (
-    check_same_roi_count,
-    extract_roi_series,
-    read_nifti_4d,
-    read_recording,
-    read_roi_series,
-)
+from workbench.data.nifti import extract_roi_series, read_nifti_4d
+from workbench.data.readers import read_recording, read_roi_series
 from workbench.data.sources import matches_glob, parse_ids, session_label
+from workbench.data.validate import check_same_roi_count
 from workbench.errors import DataError
 
 

