@@ -35,10 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from tqdm.auto import tqdm
 
+from workbench.config import load_yaml_text
 from workbench.data.archives import is_safe_member_path
 from workbench.data.formats import file_suffix
 from workbench.data.frame_labels import split_by_label, unify_categories
@@ -63,7 +63,7 @@ from workbench.data.sources import (
 )
 from workbench.data.synthetic import GENERATORS, generate
 from workbench.data.validate import apply_constant_policy, check_roi_series, check_same_roi_count
-from workbench.errors import CatalogError, DataError
+from workbench.errors import CatalogError, ConfigError, DataError
 
 DEFAULT_CATALOG = Path(__file__).resolve().parents[2] / "data_catalog.yaml"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -246,7 +246,7 @@ class Catalog:
 
     def resolve(self, relative: str) -> Path:
         """A path written in the catalog, relative to the catalog's folder."""
-        path = Path(os.path.expandvars(os.path.expanduser(relative)))
+        path = Path(relative).expanduser()  # environment variables are not expanded: a catalog is shared
         return path if path.is_absolute() else self.path.parent / path
 
 
@@ -398,9 +398,11 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
     if not path.is_file():
         raise CatalogError(f"{path}: catalog file not found; pass --catalog FILE or set WORKBENCH_CATALOG")
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        document = load_yaml_text(path.read_text(encoding="utf-8"), str(path))  # duplicate keys are errors
+    except UnicodeDecodeError as exc:
         raise CatalogError(f"{path}: not valid YAML ({exc})") from None
+    except ConfigError as exc:
+        raise CatalogError(str(exc)) from None
     if not isinstance(document, dict) or not isinstance(document.get("datasets"), dict):
         raise CatalogError(f"{path}: expected a top-level mapping `datasets: {{name: entry, ...}}`")
     extra = sorted(set(document) - {"datasets"})
@@ -531,53 +533,85 @@ def _label_finder(catalog: Catalog, entry: Entry, ids: dict[str, str]) -> Callab
     return find
 
 
-def _read_entry(catalog: Catalog, entry: Entry, progress: bool) -> list[Recording]:
+def read_entry_file(catalog: Catalog, entry: Entry, item: Any, ids: dict[str, str], constant: str) -> list[Recording]:
+    """One file (or array) of a file-based entry read as training reads it: its run(s), labels attached.
+
+    ``constant`` is the per-file constant-ROI policy (the dataset-level ``drop`` reads with
+    ``keep`` and decides over all runs). More than one run comes back when ``read.split_by``
+    cuts the file.
+    """
     options = entry.read
-    # A dataset-level "drop" needs every run whole first: read with "keep", decide over all runs.
-    per_file_constant = "keep" if options.constant == "drop" else options.constant
+    meta = {"dataset": entry.name, "atlas": entry.atlas, "space": entry.space, **ids}
+    if not isinstance(item, (str, Path)):  # a (T, R) array of a nilearn ROI derivative
+        series, names, _ = check_roi_series(
+            item,
+            f"{entry.name}[{ids['subject']}]",
+            min_timepoints=options.min_timepoints,
+            constant=constant,
+            roi_names=entry.roi_names,
+        )
+        if names:
+            meta["roi_names"] = names
+        return [Recording(ids["subject"], "1", series, entry.tr or float("nan"), meta)]
+    recording = read_recording(
+        item,
+        subject=ids["subject"],
+        session=session_label(ids),
+        modality=entry.modality,
+        tr=entry.tr,
+        key=options.key,
+        orientation=options.orientation,
+        min_timepoints=options.min_timepoints,
+        constant=constant,
+        labels_img=_read_path(catalog, entry, options.labels_img),
+        mask_img=_read_path(catalog, entry, options.mask_img),
+        roi_names=entry.roi_names,
+        meta=meta,
+        header=options.header,
+        columns=options.columns,
+        drop_columns=options.drop_columns,
+        confounds=options.confounds,
+    )
+    if entry.labels:
+        where = f"entry {entry.name!r}, {item}"
+        labels = build_frame_labels(
+            entry.labels, recording.n_timepoints, recording.tr, _label_finder(catalog, entry, ids), where
+        )
+        recording = dataclasses.replace(recording, frame_labels=labels)
+    return split_by_label(recording, options.split_by) if options.split_by else [recording]
+
+
+def check_unique_runs(entry: Entry, recordings: list[Recording]) -> None:
+    """DataError when two files of one entry give the same (subject, session): they would merge silently."""
+    seen: dict[tuple[str, str], str] = {}
+    for rec in recordings:
+        source = str(rec.meta.get("source_file", rec.subject))
+        first = seen.setdefault((rec.subject, rec.session), source)
+        if first != source:
+            raise DataError(
+                f"entry {entry.name!r}: {first} and {source} are both subject {rec.subject!r} session "
+                f"{rec.session!r}; keep one of them, or tell them apart with a `pattern` holding a "
+                "(?P<session>...) or (?P<run>...) group (e.g. the BIDS task- entity)"
+            )
+
+
+def file_items(catalog: Catalog, entry: Entry, progress: bool = True) -> list[tuple[Any, dict[str, str]]]:
+    """(file or array, ids) pairs of a file-based entry, fetched and verified; ids carry subject/session/run."""
+    return _labelled_files(catalog, entry, progress)
+
+
+def per_file_policy(entry: Entry) -> str:
+    """The constant-ROI policy applied to each file (a dataset-level ``drop`` reads files with ``keep``)."""
+    return "keep" if entry.read.constant == "drop" else entry.read.constant
+
+
+def _read_entry(catalog: Catalog, entry: Entry, progress: bool) -> list[Recording]:
     recordings = []
     labelled = _labelled_files(catalog, entry, progress)
     for item, ids in tqdm(labelled, desc=f"reading {entry.name}", disable=not progress, leave=False):
-        meta = {"dataset": entry.name, "atlas": entry.atlas, "space": entry.space, **ids}
-        if not isinstance(item, (str, Path)):  # a (T, R) array of a nilearn ROI derivative
-            series, names, _ = check_roi_series(
-                item,
-                f"{entry.name}[{ids['subject']}]",
-                min_timepoints=options.min_timepoints,
-                constant=per_file_constant,
-                roi_names=entry.roi_names,
-            )
-            if names:
-                meta["roi_names"] = names
-            recordings.append(Recording(ids["subject"], "1", series, entry.tr or float("nan"), meta))
-            continue
-        recording = read_recording(
-            item,
-            subject=ids["subject"],
-            session=session_label(ids),
-            modality=entry.modality,
-            tr=entry.tr,
-            key=options.key,
-            orientation=options.orientation,
-            min_timepoints=options.min_timepoints,
-            constant=per_file_constant,
-            labels_img=_read_path(catalog, entry, options.labels_img),
-            mask_img=_read_path(catalog, entry, options.mask_img),
-            roi_names=entry.roi_names,
-            meta=meta,
-            header=options.header,
-            columns=options.columns,
-            drop_columns=options.drop_columns,
-            confounds=options.confounds,
-        )
-        if entry.labels:
-            where = f"entry {entry.name!r}, {item}"
-            labels = build_frame_labels(
-                entry.labels, recording.n_timepoints, recording.tr, _label_finder(catalog, entry, ids), where
-            )
-            recording = dataclasses.replace(recording, frame_labels=labels)
-        recordings.extend(split_by_label(recording, options.split_by) if options.split_by else [recording])
-    return unify_categories(apply_constant_policy(recordings, options.constant))
+        recordings.extend(read_entry_file(catalog, entry, item, ids, per_file_policy(entry)))
+    check_unique_runs(entry, recordings)
+    return unify_categories(apply_constant_policy(recordings, entry.read.constant))
 
 
 def _run_order(recording: Recording) -> tuple[list[Any], list[Any]]:
@@ -772,11 +806,12 @@ def describe(name_or_path: str | Path, catalog: Catalog | None = None) -> dict[s
         if catalog is not None:
             known = f"a dataset of {catalog.path}{_did_you_mean(target, catalog.entries)}"
         raise CatalogError(f"{target!r} is neither {known} nor an existing file or folder")
-    files = [path] if path.is_file() else glob_local("**/*", path)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and file_suffix(p))
     if not files or not file_suffix(files[0]):
         raise DataError(f"{path}: no .nii/.nii.gz/.npy/.csv/.tsv/.mat file found")
     infos = [file_info(f, parse_ids(f.relative_to(path) if path.is_dir() else f), "present") for f in files]
     shapes = [i["shape"] for i in infos if "shape" in i]
-    modalities = sorted({"nifti_4d" if len(shape) == 4 else "roi_timeseries" for shape in shapes})
+    kinds = {2: "roi_timeseries", 4: "nifti_4d"}
+    modalities = sorted({kinds.get(len(shape), f"unsupported {len(shape)}-D") for shape in shapes})
     modality = ", ".join(modalities) or "unknown"
     return {"name": str(path), "source": "local files", "modality": modality, "tr": None, **_summary(infos)}

@@ -28,6 +28,7 @@ Cache layout: ``$WORKBENCH_CACHE`` (default ``~/.cache/workbench``) /
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 import re
 import subprocess
@@ -346,11 +347,14 @@ def session_label(ids: dict[str, str]) -> str:
 
 
 def glob_local(pattern: str, base: Path) -> list[Path]:
-    """Supported data files matching ``pattern`` (``~`` and ``$VARS`` expanded, relative to ``base``).
+    """Supported data files matching ``pattern`` (``~`` expanded, relative to ``base``).
+
+    Environment variables are not expanded: a catalog is a file users share, and a ``$NAME``
+    would read this machine's environment into paths and messages.
 
     ``**`` matches any number of folders. Returns a sorted list (maybe empty).
     """
-    expanded = Path(os.path.expandvars(os.path.expanduser(pattern)))
+    expanded = Path(pattern).expanduser()
     if not expanded.is_absolute():
         expanded = base / expanded
     anchor = Path(expanded.anchor)
@@ -368,6 +372,13 @@ def fetch_nilearn(fetcher: str, kwargs: dict[str, Any], data_dir: Path) -> list[
     import nilearn.datasets
 
     function = getattr(nilearn.datasets, f"fetch_{fetcher}")
+    accepted = set(inspect.signature(function).parameters) - {"data_dir"}
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        raise CatalogError(
+            f"nilearn fetcher {fetcher!r} has no parameter {unknown[0]!r} (field 'source.kwargs'); "
+            f"it takes {sorted(accepted)}"
+        )
     try:
         bunch = function(data_dir=str(data_dir), **kwargs)
     except OSError as exc:  # URLError, requests and socket errors are all OSErrors
@@ -409,4 +420,8 @@ def file_info(
             return {**info, "status": "unreadable", "error": str(exc)}
         info.update(stored_shape=shape, shape=_time_first_shape(shape, orientation, path))
         info["header_tr"] = header_tr
+        wanted = 4 if file_suffix(path) in (".nii", ".nii.gz") else 2
+        if len(shape) != wanted and not (wanted == 4 and len(shape) == 2):
+            what = "a 4-D (X, Y, Z, T) image" if wanted == 4 else "a 2-D (time x ROI) table"
+            info.update(status="invalid", error=f"{path}: shape {shape}; a run must be {what}")
     return info
