@@ -372,8 +372,10 @@ def fetch_nilearn(fetcher: str, kwargs: dict[str, Any], data_dir: Path) -> list[
     import nilearn.datasets
 
     function = getattr(nilearn.datasets, f"fetch_{fetcher}")
-    accepted = set(inspect.signature(function).parameters) - {"data_dir"}
-    unknown = sorted(set(kwargs) - accepted)
+    parameters = inspect.signature(function).parameters
+    accepted = set(parameters) - {"data_dir"}
+    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    unknown = [] if open_ended else sorted(set(kwargs) - accepted)
     if unknown:
         raise CatalogError(
             f"nilearn fetcher {fetcher!r} has no parameter {unknown[0]!r} (field 'source.kwargs'); "
