@@ -204,6 +204,8 @@ def test_bad_input_raises_errors_that_name_the_fix() -> None:
         method.prepare(np.zeros((4, N_FRAMES, N_ROIS), np.float32), None)
     with pytest.raises(DataError, match=r"\(B, 3\) labels"):
         method.training_loss({**_batch(), "y": torch.zeros(8, 2)})
+    with pytest.raises(DataError, match=r"\(N, 3\) labels"):
+        method.prepare(np.zeros((4, N_FRAMES, N_ROIS), np.float32), np.zeros((4, 2), np.float32))
 
 
 def test_engine_run_reduces_the_loss_and_the_checkpoint_rebuilds_the_fitted_family(tmp_path, windows) -> None:

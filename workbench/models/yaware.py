@@ -125,8 +125,9 @@ class YAware(Method):
     Presets
     -------
     ``"quick"``
-        A 2-layer, 64-wide Transformer and a 256 → 64 head: a few hundred steps of 64 windows of
-        94–122 ROIs × 40 frames in well under a minute on 2 CPU cores.
+        A 2-layer, 64-wide Transformer without dropout (a third of the step's time, and beside
+        the point in a short run) and a 256 → 64 head: a few hundred steps of 64 windows of
+        94–122 ROIs × 40 frames in well under a minute on 2 CPU cores (``bench/families_speed.py``).
     ``"connectome"``
         The connectome backbone (a learned FC fingerprint) instead of the Transformer.
     ``"tiny"``
@@ -136,7 +137,14 @@ class YAware(Method):
     name: ClassVar[str] = "yaware"
     Config: ClassVar[type] = YAwareConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {
-        "quick": {"d_model": 64, "nhead": 4, "n_layers": 2, "projection_hidden_dim": 256, "projection_dim": 64},
+        "quick": {
+            "d_model": 64,
+            "nhead": 4,
+            "n_layers": 2,
+            "dropout": 0.0,
+            "projection_hidden_dim": 256,
+            "projection_dim": 64,
+        },
         "connectome": {"backbone": "connectome"},
         "tiny": {
             "d_model": 16,
@@ -245,9 +253,15 @@ class YAware(Method):
                 f"yaware uses the label columns {[c.name for _, c in self.columns]} but prepare received no "
                 "labels; train on windows that carry them, or set labels: [] for plain InfoNCE"
             )
+        labels = np.asarray(labels)
+        if labels.ndim != 2 or labels.shape[1] != len(self.spec.labels):
+            raise DataError(
+                f"yaware: prepare needs (N, {len(self.spec.labels)}) labels {[c.name for c in self.spec.labels]}, "
+                f"got shape {labels.shape}"
+            )
         if not isinstance(self.config.bandwidth, str) or not self.continuous:
             return
-        rule = YAwareInfoNCE(self.config.kernel, self.config.bandwidth).fit(np.asarray(labels)[:, self.continuous])
+        rule = YAwareInfoNCE(self.config.kernel, self.config.bandwidth).fit(labels[:, self.continuous])
         continuous = (1.0 / rule.inv_sqrt_bandwidth.double().square()).tolist()
         self.loss_fn = YAwareInfoNCE(
             self.config.kernel,

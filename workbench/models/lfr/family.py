@@ -153,8 +153,9 @@ class LFR(Method):
     Presets
     -------
     ``"quick"``
-        A 2-layer, 64-wide Transformer and 4 targets out of 16 smaller projectors: a few hundred
-        steps of 128 windows of 94–122 ROIs × 40 frames in well under a minute on 2 CPU cores.
+        A 2-layer, 64-wide Transformer without dropout and 4 targets out of 16 smaller projectors:
+        a few hundred steps of 128 windows of 94–122 ROIs × 40 frames in well under a minute on
+        2 CPU cores (``bench/families_speed.py``).
     ``"connectome"``
         The connectome backbone (a learned FC fingerprint) instead of the Transformer.
     ``"tiny"``
@@ -168,6 +169,7 @@ class LFR(Method):
             "d_model": 64,
             "nhead": 4,
             "n_layers": 2,
+            "dropout": 0.0,
             "pool_size": 16,
             "num_targets": 4,
             "target_dim": 64,
