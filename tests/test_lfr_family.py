@@ -278,3 +278,12 @@ def test_resume_across_a_phase_change_equals_the_uninterrupted_run(
     for key, value in _state(straight).items():
         assert torch.equal(final[key], value), key
     assert int(resumed.backbone_steps) == 5 and result.steps == 8
+
+
+def test_bf16_autocast_gives_a_finite_float32_loss() -> None:
+    method = _tiny()
+    method.prepare(_windows_array())
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the engine's CUDA autocast, on the CPU
+        loss = method.training_loss({"x": torch.randn(8, N_FRAMES, N_ROIS)})["loss"]
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    loss.backward()

@@ -106,6 +106,14 @@ def test_gradient_reaches_every_parameter(backbone: str) -> None:
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
+def test_bf16_autocast_gives_a_finite_float32_loss() -> None:
+    method = _tiny(bandwidth=[4.0, 100.0])
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the engine's CUDA autocast, on the CPU
+        loss = method.training_loss(_batch())["loss"]
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    loss.backward()
+
+
 def test_label_columns_are_chosen_by_name_and_weighted_by_the_documented_kernels() -> None:
     """labels ["rating", "task"], H = 4 on rating, cross-category weight 0.25, gaussian kernel."""
     method = _tiny(labels=["rating", "task"], bandwidth=4.0, categorical_weight=0.25)
