@@ -201,6 +201,10 @@ def test_backbone_is_bit_identical_through_predictor_only_epochs(tmp_path, windo
     trains = [h["backbone_trains"] for h in result.history["step"]]
     assert trains == [1.0 if h["epoch"] % 3 == 0 else 0.0 for h in result.history["step"]]
     assert int(method.backbone_steps) == sum(trains) == 6
+    if optimizer != "sgd":  # Adam's state of the backbone advanced in its 6 steps only, the predictors' in all 18
+        saved = read_checkpoint(tmp_path)["optimizer"]
+        matrices = saved["param_groups"][0]["params"]  # backbone matrices first, predictor matrices last
+        assert saved["state"][matrices[0]]["step"] == 6 and saved["state"][matrices[-1]]["step"] == result.steps == 18
 
 
 def test_unfreezing_restores_only_the_parameters_the_backbone_trains() -> None:

@@ -36,12 +36,15 @@ predictor-only steps after the cap could not change anything evaluation sees —
 spend time — and Minerva's own limit stops every later batch too. The backbone has then taken
 exactly that many steps.
 
-Freezing means: the backbone's parameters get ``requires_grad = False`` (so no gradient is ever
-formed and ``p.grad`` stays ``None`` after the engine's ``zero_grad(set_to_none=True)``; Adam,
-AdamW and SGD skip a parameter whose gradient is ``None``, weight decay and momentum included, so
-the parameters stay bit-identical) and eval mode (dropout off, as in Minerva), kept whatever
-``.train()`` the engine calls. A scheduled learning rate of 0 would not do: AdamW's decoupled
-weight decay and Adam's momentum would still move them.
+Freezing means: the backbone's parameters get ``requires_grad = False`` and eval mode (dropout
+off, as in Minerva), kept whatever ``.train()`` the engine calls. No gradient is formed, ``p.grad``
+stays ``None`` after the engine's ``zero_grad(set_to_none=True)``, and Adam, AdamW and SGD skip such
+a parameter entirely — weight decay, momentum and optimiser state included — so the parameters stay
+bit-identical and their Adam moments and step count stay where the last training epoch left them
+(the tests check both). A learning rate of 0 for the backbone would keep the parameters still too
+(torch scales the step and the decoupled decay by the rate) but would still compute the backbone's
+gradients and advance its moments, momentum buffer and bias-correction count through the frozen
+epochs, so the steps after unfreezing would differ from Minerva's.
 
 All phase state lives in buffers — the epoch being trained, the backbone step counter and the
 target mask — and the phase is a pure function of them, re-applied in :meth:`LFR.before_epoch`
