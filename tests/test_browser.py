@@ -98,7 +98,7 @@ def test_index_dom_holds_tables_figures_and_links(tiny_report: Path, tmp_path: P
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", PROFILES["tiny"].params["methods"].split(","))
+@pytest.mark.parametrize("method", PROFILES["tiny"].params["training"]["methods"])
 def test_umap_page_draws_plotly_offline(tiny_report: Path, tmp_path: Path, method: str) -> None:
     dom, requested = chromium(tiny_report / f"umap_{method}.html", tmp_path, "--dump-dom")
     assert 'class="main-svg"' in dom  # plotly.js ran and drew the figure

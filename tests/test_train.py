@@ -222,8 +222,22 @@ def test_too_few_windows_for_a_step(tmp_path, windows, toy_registered):
         train(m, windows, make_train_config(m, batch_size=4, grad_accum=1000, device="cpu"), tmp_path, progress=False)
 
 
-def test_non_finite_loss_is_a_clear_error(tmp_path, windows, toy_registered):
+def test_non_finite_loss_names_the_likely_cause(tmp_path, windows, toy_registered):
     m = Toy(ToyConfig(), SPEC)
     m.training_loss = lambda batch: {"loss": torch.tensor(float("nan"), requires_grad=True)}
-    with pytest.raises(ConfigError, match="lower the learning rate"):
+    with pytest.raises(ConfigError, match="look sound.*lower the learning rate"):
         train(m, windows, make_train_config(m, epochs=1, device="cpu"), tmp_path, progress=False)
+    # a region without coverage in one run: the message names the run, the frames and the feature
+    recs = [Recording(r.subject, r.session, r.data.copy(), r.tr) for r in windows.recordings]
+    recs[1].data[:, 3] = 0.0
+    flat = WindowSet(recs, length=10, stride=5)
+    m = Toy(ToyConfig(), SPEC)
+    m.training_loss = lambda batch: {"loss": batch["x"].sum() * torch.tensor(float("nan"), requires_grad=True)}
+    with pytest.raises(ConfigError, match=r"run s1/1 frames \[\d+, \d+\) has constant feature\(s\) \[3\]"):
+        train(
+            m,
+            flat,
+            make_train_config(m, epochs=1, device="cpu", normalization="window"),
+            tmp_path / "b",
+            progress=False,
+        )

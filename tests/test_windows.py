@@ -6,6 +6,7 @@ import itertools
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -231,12 +232,14 @@ def test_window_dataset_items_and_batches():
 def test_memmap_round_trip_and_windows_from_maps(tmp_path):
     recs = _recordings(lengths=(40, 25), n_rois=3)
     recs[0].meta["age"] = 30
+    recs[1].frame_labels = pd.DataFrame({"task": pd.Categorical(["a", "b"] * 12 + ["a"])})
     mapped = memmap_recordings(recs, tmp_path)
     for src, out in zip(recs, mapped):
         assert isinstance(out.data, np.memmap) and not out.data.flags.writeable
         np.testing.assert_array_equal(out.data, src.data)
         assert (out.subject, out.session, out.tr) == (src.subject, src.session, src.tr)
     assert mapped[0].meta["age"] == 30 and mapped[0].meta["cache_file"].endswith(".npy")
+    assert mapped[1].frame_labels is recs[1].frame_labels  # labels travel with the cached run
     ws_src, ws_map = WindowSet(recs, 8, 3), WindowSet(mapped, 8, 3)
     np.testing.assert_array_equal(ws_map.get(np.arange(len(ws_map))), ws_src.get(np.arange(len(ws_src))))
     np.testing.assert_allclose(Standardizer("dataset").fit(ws_map).mean_, Standardizer("dataset").fit(ws_src).mean_)

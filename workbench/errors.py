@@ -25,3 +25,7 @@ class ConfigError(WorkbenchError):
 
 class CheckpointError(WorkbenchError):
     """A checkpoint is missing, corrupt or does not match the model."""
+
+
+class DataWarning(UserWarning):
+    """Data read on an assumption the reader had to make; the message names the setting that states it."""

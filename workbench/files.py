@@ -5,7 +5,8 @@ A writer gets a temporary path in the target's own folder (same file system, so 
 gets the mode of an ordinary output (``0o644``: ``mkstemp`` creates ``0o600``), it is renamed
 onto the target and the folder entry is flushed too. If the writer raises, or the process is
 interrupted, the temporary file is removed; a process killed outright leaves at most a hidden
-``.<name>.<random>.tmp`` file, which :func:`sweep_temporaries` removes on the next write.
+``.<name>.<pid>.<random>.tmp`` file, which :func:`sweep_temporaries` removes on the next write into
+that folder once its writer is gone (no such process on this machine) or the file is stale.
 
 Example
 -------
@@ -68,7 +69,7 @@ def atomic_path(path: str | os.PathLike, mode: int = FILE_MODE) -> Iterator[Path
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sweep_temporaries(path.parent)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=TEMP_SUFFIX)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -94,11 +95,26 @@ def write_json(path: str | os.PathLike, obj: Any, **dump_options: Any) -> Path:
     return write_text(path, json.dumps(obj, **dump_options) + "\n")
 
 
-def sweep_temporaries(folder: str | os.PathLike, older_than_s: float = STALE_AFTER_S) -> list[Path]:
-    """Remove the temporary files of writers that died (older than ``older_than_s`` seconds).
+def _writer_alive(temporary: Path) -> bool:
+    """Whether the process named in ``.<name>.<pid>.<random>.tmp`` still runs on this machine."""
+    parts = temporary.name[: -len(TEMP_SUFFIX)].rsplit(".", 2)
+    if len(parts) != 3 or not parts[1].isdigit():
+        return True  # not ours to judge: only age removes it
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but belongs to another user
+        return True
+    return True
 
-    Only hidden ``.<name>.<random>.tmp`` files of :func:`atomic_path` are touched; a writer
-    still running refreshes its file's modification time as it writes.
+
+def sweep_temporaries(folder: str | os.PathLike, older_than_s: float = STALE_AFTER_S) -> list[Path]:
+    """Remove the temporary files of writers that died.
+
+    A hidden ``.<name>.<pid>.<random>.tmp`` file of :func:`atomic_path` is removed when no process
+    ``pid`` runs on this machine any more (a writer killed outright) or when it is older than
+    ``older_than_s`` seconds (a writer on another machine of a shared file system).
 
     Returns
     -------
@@ -111,7 +127,8 @@ def sweep_temporaries(folder: str | os.PathLike, older_than_s: float = STALE_AFT
     now, removed = time.time(), []
     for candidate in folder.glob(f".*{TEMP_SUFFIX}"):
         try:
-            if candidate.is_file() and now - candidate.stat().st_mtime > older_than_s:
+            stale = now - candidate.stat().st_mtime > older_than_s
+            if candidate.is_file() and (stale or not _writer_alive(candidate)):
                 candidate.unlink()
                 removed.append(candidate)
         except OSError:  # raced with its writer or another sweeper

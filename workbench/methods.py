@@ -13,6 +13,8 @@ if TYPE_CHECKING:  # the registry itself needs no torch, so `workbench data` sta
 _FAMILIES: dict[str, str] = {
     "fewshot": "workbench.models.fewshot:FewShot",
     "jepa": "workbench.models.jepa:BrainJEPA",
+    "lfr": "workbench.models.lfr:LFR",
+    "yaware": "workbench.models.yaware:YAware",
     "recvae": "workbench.models.recvae:RecVAE",
 }
 

@@ -203,7 +203,11 @@ class TrainedFactory:
         torch.manual_seed(self.seed)
         method = build_method(self.method, windows.spec(), self.preset, self.overrides)
         config = make_train_config(method, **self.train_overrides)
-        provenance = {"windows": windows_digest(windows), "subjects": list(windows.subjects)}
+        provenance = {
+            "protocol": {"first": "closed", "all": "all"}.get(windows.part, windows.part),
+            "windows": windows_digest(windows),
+            "subjects": list(windows.subjects),
+        }
         result = train(method, windows, config, self.run_dir(windows), progress=self.progress, provenance=provenance)
         self.results.append(result)
         return result

@@ -35,7 +35,7 @@ def catalog_option() -> argparse.ArgumentParser:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Declare ``workbench data list|info|fetch``."""
+    """Declare ``workbench data list|info|check|fetch``."""
     data = subparsers.add_parser("data", help="list, inspect and fetch datasets")
     actions = data.add_subparsers(dest="action", required=True, metavar="ACTION")
     common = catalog_option()
@@ -45,6 +45,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     info.add_argument("target", metavar="NAME_OR_PATH", help="catalog entry, or a file/folder of your data")
     info.add_argument("--json", action="store_true", help="print the description as JSON")
+    check = actions.add_parser(
+        "check", parents=[common], help="read every file fully and validate it as training would (exit 1 on problems)"
+    )
+    check.add_argument("target", metavar="NAME_OR_PATH", help="catalog entry, or a file/folder of your data")
     fetch = actions.add_parser("fetch", parents=[common], help="download and verify a dataset into the cache")
     fetch.add_argument("name", metavar="NAME", help="catalog entry")
     fetch.add_argument("--no-progress", action="store_true", help="hide the progress bars")
@@ -105,6 +109,7 @@ def _print_info(info: dict[str, Any]) -> None:
         ("runs", f"{info['n_files']}" + (f" ({_human_bytes(size)} on disk)" if size else "")),
         ("shapes", shapes),
         ("status", ", ".join(f"{n} {s}" for s, n in info["status_counts"].items()) or "nothing fetched yet"),
+        ("validation", "headers only: no file was read whole; `workbench data check` reads and validates every file"),
         ("citation", info.get("citation")),
         ("licence", info.get("licence")),
     ]:
@@ -118,7 +123,21 @@ def _print_info(info: dict[str, Any]) -> None:
             print(f"      {f['error']}")
 
 
+def _print_check(report) -> int:
+    for where, message in report.problems:
+        print(f"FAIL  {where}: {message}")
+    for where, message in report.notes:
+        print(f"note  {where}: {message}")
+    verdict = "all valid" if report.ok else f"{len(report.problems)} problem(s)"
+    print(f"{report.target}: {report.files} file(s) read, {verdict}")
+    return 0 if report.ok else 1
+
+
 def _cmd_data(args: argparse.Namespace) -> int:
+    if args.action == "check":
+        from workbench.data.check import check_data
+
+        return _print_check(check_data(args.target, load_catalog(args.catalog) if args.catalog else None))
     if args.action == "info":
         info = describe(args.target, load_catalog(args.catalog) if args.catalog else None)
         if args.json:

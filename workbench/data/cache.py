@@ -70,7 +70,7 @@ def memmap_recordings(
     Returns
     -------
     list of Recording
-        Same subject, session, tr and meta (plus ``meta["cache_file"]``); ``data`` is
+        Same subject, session, tr, frame labels and meta (plus ``meta["cache_file"]``); ``data`` is
         ``np.load(file, mmap_mode="r")``. Existing files are reused, never rewritten;
         new files appear atomically (temporary file, then ``os.replace``).
     """
@@ -93,7 +93,8 @@ def memmap_recordings(
                 f"cached run {path} holds {data.dtype}{data.shape}, expected {rec.data.dtype}{rec.data.shape}; "
                 "delete it to rebuild"
             )
-        out.append(Recording(rec.subject, rec.session, data, rec.tr, {**rec.meta, "cache_file": str(path)}))
+        meta = {**rec.meta, "cache_file": str(path)}
+        out.append(Recording(rec.subject, rec.session, data, rec.tr, meta, rec.frame_labels))
     return out
 
 

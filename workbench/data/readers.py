@@ -4,8 +4,11 @@ Supported files
 ---------------
 ``.mat``  MATLAB v5/v7 (``scipy.io.loadmat``); one named variable holding a 2-D table.
 ``.npy``  a 2-D numpy array (no pickles).
-``.csv`` / ``.tsv``  a table whose header row holds the ROI names (a first row of
-          numbers is read as data, not as a header); rows are time points.
+``.csv`` / ``.tsv``  a table whose header row holds the ROI names; rows are time points.
+          ``header="auto"`` reads a first row of numbers as data, not as a header;
+          ``True`` / ``False`` say it (e.g. a header of numeric region labels). Names
+          are kept as written, duplicates included. Columns can be chosen, dropped or
+          kept aside as confounds (:mod:`workbench.data.columns`).
 ``.nii`` / ``.nii.gz``  4-D NIfTI volumes ``(X, Y, Z, T)`` through nibabel; ROI series are
           extracted with nilearn's ``NiftiLabelsMasker`` (atlas image) or ``NiftiMasker``
           (mask image).
@@ -17,53 +20,36 @@ ROI series are returned time-first, ``(T, R)``. ``orientation`` says how the fil
 takes the **longer axis as time** (fMRI runs have more frames than ROIs in every embedded
 dataset); a square table is ambiguous under ``"auto"`` and raises :class:`DataError`.
 
-Validation policy
------------------
-* fewer than ``min_timepoints`` frames, a table that is not 2-D, a volume that is not 4-D,
-  non-finite values (NaN/inf; the message gives the count) -> :class:`DataError`;
-* constant ROIs in ROI series (zero variance over time: no signal, undefined correlation)
-  -> ``constant="error"`` (default) raises naming the ROI indices, ``"drop"`` removes them
-  (recorded in ``meta["dropped_rois"]``), ``"keep"`` keeps them;
-* constant voxels in NIfTI volumes are normal (the background outside the brain) and kept;
-  only a volume in which every voxel is constant is rejected;
-* unreadable, truncated or corrupt files (gzip, zlib, EOF, OS and MATLAB reader errors)
-  -> :class:`DataError` naming the file.
+Validation
+----------
+Every run passes the checks of :mod:`workbench.data.validate` (length, finite values, constant
+ROIs); NIfTI runs are read by :mod:`workbench.data.nifti`. A table whose layout the reader had to
+guess (the longer axis taken as time, a first row of numbers read as data, fewer frames than
+ROIs under a header) raises a :class:`~workbench.errors.DataWarning` that names the setting
+which states it; a complex-valued array is an error, never cast to real.
 """
 
 from __future__ import annotations
 
+import csv
 import difflib
 import warnings
-import zlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from workbench.data.columns import ColumnRef, select_columns
+from workbench.data.formats import CORRUPT_FILE_ERRORS, NIFTI_SUFFIXES, SUPPORTED_SUFFIXES, file_suffix
+from workbench.data.nifti import extract_roi_series, load_nifti, mask_grid, nifti_tr, read_nifti_4d
 from workbench.data.recording import Recording
-from workbench.errors import DataError
+from workbench.data.validate import ConstantPolicy, check_roi_series
+from workbench.errors import DataError, DataWarning
 
 Orientation = Literal["auto", "time_roi", "roi_time"]
-ConstantPolicy = Literal["error", "drop", "keep"]
 Modality = Literal["roi_timeseries", "nifti_4d"]
-
-SUPPORTED_SUFFIXES = (".nii.gz", ".nii", ".npy", ".csv", ".tsv", ".mat")
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-# Errors the readers raise on truncated or corrupt files (zlib.error is not an OSError).
-_CORRUPT_FILE_ERRORS = (OSError, EOFError, zlib.error, ValueError, IndexError)
-_TR_UNIT_SECONDS = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6, "unknown": 1.0}
-
-
-def file_suffix(path: str | Path) -> str:
-    """Supported suffix of ``path`` (``".nii.gz"`` counts as one), or ``""``."""
-    name = Path(path).name.lower()
-    return next((s for s in SUPPORTED_SUFFIXES if name.endswith(s)), "")
-
-
-def file_stem(path: str | Path) -> str:
-    """File name without its supported suffix (``sub-01_bold.nii.gz`` -> ``sub-01_bold``)."""
-    name = Path(path).name
-    return name[: len(name) - len(file_suffix(name))] if file_suffix(name) else Path(name).stem
+HeaderOption = bool | Literal["auto"]
 
 
 def _read_mat(path: Path, key: str | None) -> np.ndarray:
@@ -76,7 +62,7 @@ def _read_mat(path: Path, key: str | None) -> np.ndarray:
             f"{path}: MATLAB v7.3 (HDF5) files are not supported; save it with `save(..., '-v7')` "
             "or convert the variable to .npy"
         ) from None
-    except (*_CORRUPT_FILE_ERRORS, scipy.io.matlab.MatReadError) as exc:
+    except (*CORRUPT_FILE_ERRORS, scipy.io.matlab.MatReadError) as exc:
         raise DataError(f"{path}: unreadable or truncated MATLAB file ({exc})") from None
     variables = sorted(k for k in content if not k.startswith("__"))
     if key is None:
@@ -90,19 +76,28 @@ def _read_mat(path: Path, key: str | None) -> np.ndarray:
     return np.asarray(content[key])
 
 
-def _read_table(path: Path) -> tuple[np.ndarray, list[str] | None]:
+def _read_table(path: Path, header: HeaderOption = "auto") -> tuple[np.ndarray, list[str] | None]:
     import pandas as pd
 
     sep = "\t" if file_suffix(path) == ".tsv" else ","
     try:
-        table = pd.read_csv(path, sep=sep)
-        header_is_numeric = all(_is_number(c) for c in table.columns)
-        if header_is_numeric:
-            table = pd.read_csv(path, sep=sep, header=None)
+        with open(path, newline="", encoding="utf-8") as stream:
+            first = next(csv.reader(stream, delimiter=sep), [])
+        has_header = header if header != "auto" else not all(_is_number(c) for c in first)
+        if header == "auto" and not has_header and first:
+            warnings.warn(
+                f"{path}: its first row is all numbers and is read as data; if it names the columns "
+                "(e.g. numeric region labels), set read.header: true",
+                DataWarning,
+                stacklevel=4,
+            )
+        table = pd.read_csv(path, sep=sep, header=None, skiprows=1 if has_header else 0)
         values = table.to_numpy(dtype=np.float64)
-    except (*_CORRUPT_FILE_ERRORS, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+    except (*CORRUPT_FILE_ERRORS, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise DataError(f"{path}: not a numeric table with one ROI per column ({exc})") from None
-    names = None if header_is_numeric else [str(c) for c in table.columns]
+    names = [name.strip() for name in first] if has_header else None
+    if names is not None and len(names) != values.shape[1]:
+        raise DataError(f"{path}: the header names {len(names)} columns but the rows hold {values.shape[1]}")
     return values, names
 
 
@@ -114,7 +109,9 @@ def _is_number(text: Any) -> bool:
     return True
 
 
-def read_table(path: str | Path, *, key: str | None = None) -> tuple[np.ndarray, list[str] | None]:
+def read_table(
+    path: str | Path, *, key: str | None = None, header: HeaderOption = "auto"
+) -> tuple[np.ndarray, list[str] | None]:
     """Read a 2-D table from ``.mat``, ``.npy``, ``.csv`` or ``.tsv`` as stored on disk.
 
     Parameters
@@ -123,6 +120,9 @@ def read_table(path: str | Path, *, key: str | None = None) -> tuple[np.ndarray,
         The file.
     key : str, optional
         Variable name inside a ``.mat`` file; may be omitted when the file holds one variable.
+    header : {"auto", True, False}
+        Whether a ``.csv``/``.tsv`` file starts with a row of column names (``"auto"``: when
+        its first row is not all numbers).
 
     Returns
     -------
@@ -141,14 +141,16 @@ def read_table(path: str | Path, *, key: str | None = None) -> tuple[np.ndarray,
     elif suffix == ".npy":
         try:
             table = np.load(path, allow_pickle=False)
-        except _CORRUPT_FILE_ERRORS as exc:
+        except CORRUPT_FILE_ERRORS as exc:
             raise DataError(f"{path}: unreadable or truncated .npy file ({exc})") from None
     elif suffix in (".csv", ".tsv"):
-        table, names = _read_table(path)
+        table, names = _read_table(path, header)
     else:
         raise DataError(f"{path}: not a table; supported suffixes are {SUPPORTED_SUFFIXES}")
     if table.ndim != 2:
         raise DataError(f"{path}: expected a 2-D (time x ROI) table, got shape {table.shape}")
+    if np.iscomplexobj(table):
+        raise DataError(f"{path}: holds complex numbers ({table.dtype}); store the real series (or its magnitude)")
     if not np.issubdtype(table.dtype, np.number):
         raise DataError(f"{path}: expected numbers, got dtype {table.dtype}")
     return table, names
@@ -164,55 +166,49 @@ def to_time_first(table: np.ndarray, path: str | Path, orientation: Orientation 
         raise DataError(
             f"{path}: square table {table.shape} is ambiguous; set read.orientation to 'time_roi' or 'roi_time'"
         )
+    time_axis = "rows" if table.shape[0] > table.shape[1] else "columns"
+    warnings.warn(
+        f"{path}: read.orientation is 'auto', so the longer axis ({time_axis}, {max(table.shape)}) is taken as "
+        "time; set read.orientation to 'time_roi' or 'roi_time' to state it",
+        DataWarning,
+        stacklevel=3,
+    )
     return table if table.shape[0] > table.shape[1] else table.T
 
 
-def _check_finite(data: np.ndarray, path: str | Path) -> None:
-    n_bad = int(data.size - np.count_nonzero(np.isfinite(data)))
-    if n_bad:
-        raise DataError(f"{path}: {n_bad} non-finite value(s) (NaN or inf) out of {data.size}")
-
-
-def _check_length(n_timepoints: int, path: str | Path, min_timepoints: int) -> None:
-    if n_timepoints < min_timepoints:
-        raise DataError(f"{path}: {n_timepoints} time points, fewer than the {min_timepoints} required")
-
-
-def check_roi_series(
-    series: np.ndarray,
+def read_roi_table(
     path: str | Path,
     *,
-    min_timepoints: int = 2,
-    constant: ConstantPolicy = "error",
-    roi_names: list[str] | None = None,
-) -> tuple[np.ndarray, list[str] | None, list[int]]:
-    """Validate a ``(T, R)`` series and apply the constant-ROI policy.
+    key: str | None = None,
+    orientation: Orientation = "auto",
+    header: HeaderOption = "auto",
+    columns: Sequence[ColumnRef] | None = None,
+    drop_columns: Sequence[ColumnRef] = (),
+    confounds: Sequence[ColumnRef] = (),
+) -> tuple[np.ndarray, list[str] | None, Any]:
+    """Read a table time-first and split it into ROI columns and confounds (not validated yet).
 
-    Returns
-    -------
-    series : numpy.ndarray
-        ``(T, R')`` float32; ``R' < R`` only when ``constant="drop"`` removed ROIs.
-    roi_names : list of str or None
-        ``roi_names`` without the removed ROIs.
-    dropped : list of int
-        0-based indices (into the original R) of the ROIs removed.
+    Returns ``(series (T, R) float64, header names of the ROI columns or None, confounds
+    DataFrame or None)``; see :func:`workbench.data.columns.select_columns`.
     """
-    series = np.asarray(series, dtype=np.float32)
-    if roi_names is not None and len(roi_names) != series.shape[1]:
-        raise DataError(f"{path}: {series.shape[1]} ROIs but {len(roi_names)} ROI names were given")
-    _check_length(series.shape[0], path, min_timepoints)
-    _check_finite(series, path)
-    flat = np.flatnonzero(np.ptp(series, axis=0) == 0).tolist()
-    if flat and constant == "error":
-        raise DataError(
-            f"{path}: ROI(s) {flat} (0-based columns) are constant over time; fix the file "
-            "or set read.constant to 'drop' (remove them) or 'keep'"
-        )
-    if not flat or constant == "keep":
-        return series, roi_names, []
-    if roi_names is not None:
-        roi_names = [name for i, name in enumerate(roi_names) if i not in set(flat)]
-    return np.delete(series, flat, axis=1), roi_names, flat
+    table, names = read_table(path, key=key, header=header)
+    if names is not None and orientation == "auto":
+        orientation = "time_roi"  # a header row names the columns, so columns are ROIs
+        if table.shape[0] < table.shape[1]:
+            warnings.warn(
+                f"{path}: {table.shape[0]} rows (frames) under a header of {table.shape[1]} columns (ROIs); if "
+                "the rows are ROIs, set read.orientation: roi_time",
+                DataWarning,
+                stacklevel=2,
+            )
+    return select_columns(
+        to_time_first(table, path, orientation),
+        names,
+        path,
+        columns=columns,
+        drop_columns=drop_columns,
+        confounds=confounds,
+    )
 
 
 def read_roi_series(
@@ -223,124 +219,26 @@ def read_roi_series(
     min_timepoints: int = 2,
     constant: ConstantPolicy = "error",
     roi_names: list[str] | None = None,
+    header: HeaderOption = "auto",
+    columns: Sequence[ColumnRef] | None = None,
+    drop_columns: Sequence[ColumnRef] = (),
 ) -> tuple[np.ndarray, list[str] | None, list[int]]:
     """Read and validate a ROI time-series table (``.mat``, ``.npy``, ``.csv``, ``.tsv``).
 
-    ``roi_names`` (one per stored ROI) take precedence over a ``.csv``/``.tsv`` header.
-    Returns ``(series (T, R) float32, roi_names or None, dropped ROI indices)`` as
-    :func:`check_roi_series`.
+    ``roi_names`` (one per ROI kept by ``columns`` / ``drop_columns``) take precedence over a
+    ``.csv``/``.tsv`` header. Returns ``(series (T, R) float32, roi_names or None, dropped ROI
+    indices)`` as :func:`check_roi_series`.
     """
-    table, header = read_table(path, key=key)
-    if header is not None and orientation == "auto":
-        orientation = "time_roi"  # a header row names the columns, so columns are ROIs
+    series, header_names, _ = read_roi_table(
+        path, key=key, orientation=orientation, header=header, columns=columns, drop_columns=drop_columns
+    )
     return check_roi_series(
-        to_time_first(table, path, orientation),
+        series,
         path,
         min_timepoints=min_timepoints,
         constant=constant,
-        roi_names=roi_names or header,
+        roi_names=roi_names or header_names,
     )
-
-
-def _load_nifti(path: Path) -> Any:
-    import nibabel as nib
-
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    try:
-        return nib.load(path)
-    except (*_CORRUPT_FILE_ERRORS, nib.filebasedimages.ImageFileError) as exc:
-        raise DataError(f"{path}: unreadable or corrupt NIfTI file ({exc})") from None
-
-
-def nifti_tr(img: Any) -> float | None:
-    """Repetition time in seconds from a NIfTI header (``pixdim[4]``), or ``None`` if unset.
-
-    Converts ``msec``/``usec`` units; an ``unknown`` time unit is read as seconds.
-    """
-    zooms = img.header.get_zooms()
-    if len(zooms) < 4 or not zooms[3] > 0:
-        return None
-    unit = img.header.get_xyzt_units()[1]
-    return float(zooms[3]) * _TR_UNIT_SECONDS.get(unit, 1.0)
-
-
-def _read_run(path: Path, min_timepoints: int) -> tuple[Any, np.ndarray]:
-    img = _load_nifti(path)
-    if len(img.shape) != 4:
-        raise DataError(f"{path}: expected a 4-D (X, Y, Z, T) image, got shape {img.shape}")
-    try:
-        volumes = img.get_fdata(dtype=np.float32)
-    except _CORRUPT_FILE_ERRORS as exc:
-        raise DataError(f"{path}: truncated or corrupt NIfTI data ({exc})") from None
-    _check_length(volumes.shape[3], path, min_timepoints)
-    _check_finite(volumes, path)
-    if not np.any(np.ptp(volumes, axis=3)):
-        raise DataError(f"{path}: every voxel is constant over time; the run holds no signal")
-    return img, volumes
-
-
-def read_nifti_4d(path: str | Path, *, min_timepoints: int = 2) -> tuple[np.ndarray, float | None]:
-    """Read a 4-D NIfTI run.
-
-    Returns
-    -------
-    volumes : numpy.ndarray
-        ``(X, Y, Z, T)`` float32 (scaling slopes applied). Constant voxels are kept.
-    tr : float or None
-        Repetition time in seconds from the header.
-    """
-    img, volumes = _read_run(Path(path), min_timepoints)
-    return volumes, nifti_tr(img)
-
-
-def extract_roi_series(
-    path: str | Path,
-    *,
-    labels_img: str | Path | None = None,
-    mask_img: str | Path | None = None,
-    min_timepoints: int = 2,
-    constant: ConstantPolicy = "error",
-    roi_names: list[str] | None = None,
-) -> tuple[np.ndarray, float | None, list[str] | None, list[int]]:
-    """Reduce a 4-D NIfTI run to a ``(T, R)`` series with nilearn.
-
-    Exactly one of ``labels_img`` (an atlas: R = number of labels, the mean signal of each
-    label, ``NiftiLabelsMasker``) or ``mask_img`` (R = voxels inside the mask,
-    ``NiftiMasker``) must be given. No standardisation, detrending or filtering is applied.
-
-    Returns
-    -------
-    series : numpy.ndarray
-        ``(T, R)`` float32.
-    tr : float or None
-        Repetition time from the header, seconds.
-    roi_names, dropped
-        As :func:`check_roi_series`.
-    """
-    import nibabel as nib
-    from nilearn.maskers import NiftiLabelsMasker, NiftiMasker
-
-    if (labels_img is None) == (mask_img is None):
-        raise DataError(
-            f"{path}: a NIfTI run becomes ROI series through exactly one of read.labels_img (an atlas "
-            "image) or read.mask_img (a mask image)"
-        )
-    img, volumes = _read_run(Path(path), min_timepoints)
-    if labels_img is not None:
-        masker = NiftiLabelsMasker(labels_img=_load_nifti(Path(labels_img)))
-    else:
-        masker = NiftiMasker(mask_img=_load_nifti(Path(mask_img)))
-    try:
-        with warnings.catch_warnings():  # nilearn 0.14 warns on its own default standardize=False
-            warnings.filterwarnings("ignore", "boolean values for 'standardize'", FutureWarning)
-            series = masker.fit_transform(nib.Nifti1Image(volumes, img.affine, img.header))
-    except ValueError as exc:
-        raise DataError(f"{path}: ROI extraction failed ({exc})") from None
-    series, roi_names, dropped = check_roi_series(
-        series, path, min_timepoints=min_timepoints, constant=constant, roi_names=roi_names
-    )
-    return series, nifti_tr(img), roi_names, dropped
 
 
 def read_recording(
@@ -358,6 +256,10 @@ def read_recording(
     mask_img: str | Path | None = None,
     roi_names: list[str] | None = None,
     meta: dict[str, Any] | None = None,
+    header: HeaderOption = "auto",
+    columns: Sequence[ColumnRef] | None = None,
+    drop_columns: Sequence[ColumnRef] = (),
+    confounds: Sequence[ColumnRef] = (),
 ) -> Recording:
     """Read one file into a validated :class:`Recording`.
 
@@ -365,7 +267,9 @@ def read_recording(
     NIfTI run reduced with ``labels_img``/``mask_img``; ``"nifti_4d"`` gives ``(X, Y, Z, T)``.
     ``tr`` (seconds) takes precedence over the NIfTI header; when neither is known the TR is
     NaN. ``meta`` gains ``source_file``, ``tr_source`` (catalog / header / unknown) and, when
-    known, ``roi_names`` and ``dropped_rois``.
+    known, ``roi_names``, ``dropped_rois``, ``confounds`` (a ``T``-row DataFrame of the table's
+    ``confounds`` columns) and, for voxels of a ``mask_img``, the ``grid`` ``(X, Y, Z)`` and the
+    boolean ``mask`` (C order, as :func:`workbench.data.volumes.volume_frames`).
     """
     path = Path(path)
     meta = dict(meta or {}, source_file=str(path))
@@ -382,15 +286,23 @@ def read_recording(
             constant=constant,
             roi_names=roi_names,
         )
+        if mask_img is not None:
+            meta.update(mask_grid(Path(mask_img), path, data.shape[1]))
     else:
-        data, roi_names, dropped = read_roi_series(
+        series, header_names, confound_table = read_roi_table(
             path,
             key=key,
             orientation=orientation,
-            min_timepoints=min_timepoints,
-            constant=constant,
-            roi_names=roi_names,
+            header=header,
+            columns=columns,
+            drop_columns=drop_columns,
+            confounds=confounds,
         )
+        data, roi_names, dropped = check_roi_series(
+            series, path, min_timepoints=min_timepoints, constant=constant, roi_names=roi_names or header_names
+        )
+        if confound_table is not None:
+            meta["confounds"] = confound_table
     if data.ndim == 2 and roi_names is not None:
         meta["roi_names"] = list(roi_names)
     if dropped:
@@ -398,21 +310,6 @@ def read_recording(
     resolved = tr if tr is not None else header_tr
     meta["tr_source"] = "catalog" if tr is not None else ("header" if header_tr is not None else "unknown")
     return Recording(subject, session, data, float("nan") if resolved is None else float(resolved), meta)
-
-
-def check_same_roi_count(recordings: list[Recording]) -> None:
-    """Raise :class:`DataError` naming two files whose ROI series differ in ROI count."""
-    series = [r for r in recordings if r.data.ndim == 2]
-    if not series:
-        return
-    first = series[0]
-    for other in series[1:]:
-        if other.data.shape[1] != first.data.shape[1]:
-            raise DataError(
-                f"ROI counts differ: {first.meta.get('source_file', first.subject)} has "
-                f"{first.data.shape[1]} ROIs but {other.meta.get('source_file', other.subject)} has "
-                f"{other.data.shape[1]}; all runs of a dataset must share one parcellation"
-            )
 
 
 def peek_file(path: str | Path, *, key: str | None = None) -> tuple[tuple[int, ...], float | None]:
@@ -423,19 +320,19 @@ def peek_file(path: str | Path, *, key: str | None = None) -> tuple[tuple[int, .
     path = Path(path)
     suffix = file_suffix(path)
     if suffix in NIFTI_SUFFIXES:
-        img = _load_nifti(path)
+        img = load_nifti(path)
         return tuple(int(n) for n in img.shape), nifti_tr(img)
     if suffix == ".npy":
         try:
             return tuple(np.load(path, mmap_mode="r", allow_pickle=False).shape), None
-        except _CORRUPT_FILE_ERRORS as exc:
+        except CORRUPT_FILE_ERRORS as exc:
             raise DataError(f"{path}: unreadable .npy file ({exc})") from None
     if suffix == ".mat":
         import scipy.io
 
         try:
             variables = {name: shape for name, shape, _ in scipy.io.whosmat(path)}
-        except (*_CORRUPT_FILE_ERRORS, NotImplementedError, scipy.io.matlab.MatReadError) as exc:
+        except (*CORRUPT_FILE_ERRORS, NotImplementedError, scipy.io.matlab.MatReadError) as exc:
             raise DataError(f"{path}: unreadable MATLAB file ({exc})") from None
         if key is None and len(variables) == 1:
             key = next(iter(variables))

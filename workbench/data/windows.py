@@ -237,6 +237,29 @@ class WindowSet:
         return np.stack([self.rec_index, self.starts, self.starts + self.length], axis=1)
 
 
+def window_problems(windows: WindowSet, indices: Sequence[int], limit: int = 3) -> list[str]:
+    """What in raw windows can make a loss non-finite: NaN or inf, constant features, huge values.
+
+    Returns at most ``limit`` lines, each naming the run, the window's frames and the features,
+    for the engine's error when a loss becomes NaN (empty when the windows look sound).
+    """
+    out = []
+    for i in dict.fromkeys(int(i) for i in indices):
+        x = windows.get(i).astype(np.float64)
+        rec = windows.recordings[windows.rec_index[i]]
+        where = f"run {rec.subject}/{rec.session} frames [{windows.starts[i]}, {windows.starts[i] + windows.length})"
+        finite = np.isfinite(x)
+        if not finite.all():
+            out.append(f"{where} holds {int((~finite).sum())} NaN/inf value(s)")
+        elif (flat := np.flatnonzero(np.ptp(x, axis=0) == 0)).size:
+            out.append(f"{where} has constant feature(s) {flat[:5].tolist()} (e.g. a region without coverage)")
+        elif np.abs(x).max() > 1e8:
+            out.append(f"{where} holds values up to {np.abs(x).max():.3g}; check the units or scaling")
+        if len(out) >= limit:
+            break
+    return out
+
+
 def assert_disjoint(a: WindowSet, b: WindowSet) -> None:
     """Raise DataError if a window of ``a`` shares a frame with a window of ``b``.
 
@@ -277,4 +300,4 @@ def covered_frames(windows: WindowSet, r: int) -> np.ndarray:
     return np.flatnonzero(np.cumsum(depth[:-1]) > 0)
 
 
-__all__ = ["PARTS", "WindowSet", "assert_disjoint", "covered_frames", "window_starts"]
+__all__ = ["PARTS", "WindowSet", "assert_disjoint", "covered_frames", "window_problems", "window_starts"]

@@ -4,7 +4,9 @@ A backbone maps windows ``(B, T, F)`` (time first, features last) to vectors ``(
 and exposes ``out_dim``. Families choose one by name (``build_backbone("connectome", ...)``)
 and add their own heads and losses, so the same encoder can be trained by triplets, by a
 contrastive loss or by random-projector targets. This registry is separate from the family
-registry (:mod:`workbench.methods`): families import backbones, never each other.
+registry (:mod:`workbench.methods`): families import backbones, never each other. A family's
+config inherits :class:`BackboneFields`, so every family names and sizes its encoder with the
+same keys.
 
 ==================  ========================================================  ================
 name                what                                                      ``out_dim``
@@ -18,6 +20,7 @@ name                what                                                      ``
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -157,4 +160,60 @@ def build_backbone(name: str, n_features: int, **options) -> nn.Module:
         raise ConfigError(f"backbone {name!r}: {exc}") from None
 
 
-__all__ = ["BACKBONES", "ConnectomeBackbone", "TransformerBackbone", "build_backbone"]
+@dataclass
+class BackboneFields:
+    """The backbone fields a family config inherits: which encoder, and its options.
+
+    A family's config dataclass subclasses this (redeclaring a field changes its default), so
+    every family chooses its encoder with the same keys (``backbone=connectome``, ``d_model=64``)
+    and :meth:`make_backbone` builds it from the registry. Options of the other backbone are
+    ignored.
+    """
+
+    backbone: str = "transformer"  # connectome | transformer (workbench.models.backbones)
+    d_model: int = 128  # transformer: token width
+    nhead: int = 8  # transformer: attention heads; must divide d_model
+    n_layers: int = 2  # transformer: encoder layers
+    dropout: float = 0.1  # transformer: dropout inside the layers
+    max_len: int = 512  # transformer: longest window (frames) accepted
+    connectivity_dim: int | None = None  # connectome: k ROI mixtures; None = one per ROI
+    connectivity_dropout: float = 0.0  # connectome: dropout on the Fisher-z edges
+    learn_mix: bool = True  # connectome: train the ROI mixture (else fixed at the identity)
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise ConfigError(f"backbone={self.backbone!r}: choose one of {sorted(BACKBONES)}")
+        if self.d_model < 2 or self.d_model % 2:
+            raise ConfigError(f"d_model={self.d_model} must be even and >= 2 (sin-cos positional code)")
+        if self.nhead < 1 or self.d_model % self.nhead:
+            raise ConfigError(f"nhead={self.nhead} must divide d_model={self.d_model}")
+        if self.n_layers < 1:
+            raise ConfigError(f"n_layers={self.n_layers} must be >= 1")
+        if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.connectivity_dropout < 1.0:
+            raise ConfigError(
+                f"dropout={self.dropout} and connectivity_dropout={self.connectivity_dropout} must lie in [0, 1)"
+            )
+        if self.connectivity_dim is not None and self.connectivity_dim < 2:
+            raise ConfigError(f"connectivity_dim={self.connectivity_dim} must be >= 2 (or null for one per ROI)")
+
+    def make_backbone(self, n_features: int, n_timepoints: int) -> nn.Module:
+        """The chosen backbone for windows of ``n_timepoints`` frames of ``n_features`` features.
+
+        Raises
+        ------
+        ConfigError
+            When the windows are longer than the transformer's ``max_len`` (naming the field).
+        """
+        if self.backbone == "transformer":
+            if n_timepoints > self.max_len:
+                raise ConfigError(
+                    f"windows of {n_timepoints} frames exceed max_len={self.max_len}; raise `max_len` to at "
+                    f"least {n_timepoints}"
+                )
+            options = dict(d_model=self.d_model, nhead=self.nhead, n_layers=self.n_layers, dropout=self.dropout)
+            return build_backbone("transformer", n_features, max_len=self.max_len, **options)
+        options = dict(k=self.connectivity_dim, dropout=self.connectivity_dropout, learn_mix=self.learn_mix)
+        return build_backbone("connectome", n_features, **options)
+
+
+__all__ = ["BACKBONES", "BackboneFields", "ConnectomeBackbone", "TransformerBackbone", "build_backbone"]

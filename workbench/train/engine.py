@@ -35,7 +35,7 @@ import torch
 
 from workbench.data.dataset import WindowDataset
 from workbench.data.normalize import Standardizer
-from workbench.data.windows import WindowSet
+from workbench.data.windows import WindowSet, window_problems
 from workbench.errors import ConfigError
 from workbench.files import atomic_path, write_json
 from workbench.models.base import Method
@@ -273,10 +273,7 @@ def _optimizer_step(
             out = method.training_loss(batch)
         loss = out["loss"].float()
         if not torch.isfinite(loss):
-            raise ConfigError(
-                f"{method.name}: the loss became {loss.item()} at step {step}; lower the learning rate or check "
-                "the data for extreme values"
-            )
+            raise ConfigError(_non_finite_message(method.name, loss.item(), step, dataset.windows, indices))
         (loss / config.grad_accum).backward()
         for key, value in out.items():
             logs[key] = logs.get(key, 0.0) + float(value.detach()) / config.grad_accum
@@ -284,6 +281,18 @@ def _optimizer_step(
         logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(method.parameters(), config.clip_grad))
     optimizer.step()
     return logs, lr, wd
+
+
+def _non_finite_message(name: str, value: float, step: int, windows: WindowSet, indices: list[int]) -> str:
+    """Why a loss became NaN or inf: the likely cause in the batch's windows, else the learning rate."""
+    head = f"{name}: the loss became {value} at step {step}"
+    problems = window_problems(windows, indices)
+    if problems:
+        return (
+            f"{head}; the batch's windows are the likely cause: {'; '.join(problems)}. Fix the data, drop the "
+            "region for the whole dataset (read.constant: drop) or choose another normalization"
+        )
+    return f"{head}; the batch's windows look sound (finite, no constant feature): lower the learning rate"
 
 
 __all__ = ["HISTORY_NAME", "PREPARE_WINDOWS", "TrainResult", "prepare_method", "train"]

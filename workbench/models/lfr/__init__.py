@@ -1,4 +1,11 @@
-"""Learning From Randomness (Sui et al., ICLR 2024): frozen random projectors and DPP target selection."""
+"""Learning From Randomness (Sui et al., ICLR 2024): the family, frozen random projectors, DPP target selection.
+
+==================  ==============================================================
+``family``          the ``lfr`` family (:class:`LFR`), its config and predictors
+``projectors``      the pool of frozen random projectors (default, Beta, dropout inits)
+``dpp``             fast greedy DPP selection of diverse targets, as a mask over the pool
+==================  ==============================================================
+"""
 
 from workbench.models.lfr.dpp import (
     DPP_EPSILON,
@@ -6,6 +13,7 @@ from workbench.models.lfr.dpp import (
     greedy_dpp_map,
     projector_similarity_kernel,
 )
+from workbench.models.lfr.family import LFR, LFRConfig, predictor
 from workbench.models.lfr.projectors import (
     PROJECTOR_INITS,
     FlatProjector,
@@ -17,11 +25,14 @@ from workbench.models.lfr.projectors import (
 __all__ = [
     "DPP_EPSILON",
     "PROJECTOR_INITS",
+    "LFR",
     "FlatProjector",
+    "LFRConfig",
     "ProjectorInit",
     "ProjectorPool",
     "WindowProjector",
     "dpp_selection_mask",
     "greedy_dpp_map",
+    "predictor",
     "projector_similarity_kernel",
 ]

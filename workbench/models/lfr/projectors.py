@@ -219,7 +219,12 @@ class ProjectorPool(nn.Module):
         return super().train(False)
 
     def requires_grad_(self, requires_grad: bool = True) -> ProjectorPool:
-        """Keep every parameter frozen, whatever ``requires_grad`` is (e.g. a parent's ``requires_grad_()``)."""
+        """Keep every parameter frozen, whatever ``requires_grad`` is, when called on the pool itself.
+
+        A parent's ``requires_grad_()`` iterates the parameters directly and would unfreeze them;
+        the LFR family therefore never hands the pool's parameters to the optimiser
+        (:meth:`workbench.models.lfr.family.LFR.param_groups`), so they cannot move either way.
+        """
         return super().requires_grad_(False)
 
     def forward(self, x: torch.Tensor, indices: Sequence[int] | None = None) -> torch.Tensor:

@@ -1,0 +1,91 @@
+"""Training throughput of the ``yaware`` and ``lfr`` families, through the engine, per preset.
+
+Each (family, preset) trains for a fixed number of optimiser steps on synthetic windows of
+94 ROIs × 40 frames (``workbench.data.synthetic.continuous_y``: 12 subjects, 600 frames, a
+continuous label ``y`` per subject, so ``yaware`` runs y-aware), with the family's own batch size
+and optimiser, exactly as ``workbench train`` would: batches read from the window set, views,
+forward, backward, optimiser step, hooks and the end-of-epoch checkpoints. ``prepare`` (bandwidth
+fit, DPP selection) is timed apart. Samples/s counts training windows per second of wall time;
+the CPU seconds per step (all threads of the process, ``time.process_time``) say what the step
+costs when the machine is shared and wall time is not to be trusted (the load average is printed).
+
+Usage::
+
+    python bench/families_speed.py                      # CPU, 2 threads, default and quick presets
+    python bench/families_speed.py --steps 100 --presets quick --rois 122
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import torch
+
+from workbench.data.synthetic import continuous_y
+from workbench.data.windows import WindowSet
+from workbench.train import build_method, make_train_config, train
+
+
+def run_one(family: str, preset: str | None, windows: WindowSet, steps: int, device: str) -> dict:
+    """Train ``steps`` optimiser steps; return batch size, seconds and samples/s."""
+    torch.manual_seed(0)
+    method = build_method(family, windows.spec(), preset)
+    config = make_train_config(method, max_steps=steps, device=device, seed=0)
+    with tempfile.TemporaryDirectory() as out:
+        start, cpu = time.perf_counter(), time.process_time()
+        result = train(method, windows, config, out, progress=False)
+        total, cpu = time.perf_counter() - start, time.process_time() - cpu
+    n_params = sum(p.numel() for group in method.param_groups(0.0) for p in group["params"])  # trained ones
+    return {
+        "family": family,
+        "preset": preset or "default",
+        "batch": config.batch_size,
+        "steps": result.steps,
+        "train_s": result.seconds,
+        "prepare_s": total - result.seconds,
+        "samples_per_s": result.steps * config.batch_size / result.seconds,
+        "cpu_s_per_step": cpu / result.steps,  # prepare included: small next to the steps
+        "params": n_params,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--families", nargs="+", default=["yaware", "lfr"])
+    parser.add_argument("--presets", nargs="+", default=["default", "quick"])
+    parser.add_argument("--steps", type=int, default=30, help="optimiser steps timed per configuration")
+    parser.add_argument("--rois", type=int, default=94)
+    parser.add_argument("--frames", type=int, default=40, help="window length W")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    # a warm-up run: the first switch to deterministic kernels imports torch's compiler stack (seconds)
+    run_one(args.families[0], "tiny", WindowSet(continuous_y(3, args.rois, 120), args.frames, args.frames), 1, "cpu")
+    recordings = continuous_y(n_subjects=12, n_rois=args.rois, n_timepoints=600)
+    windows = WindowSet(recordings, length=args.frames, stride=args.frames // 4)
+    print(
+        f"{len(windows)} windows of {args.frames} frames × {args.rois} ROIs, {args.threads} threads on "
+        f"{args.device}, {args.steps} steps each; load average {os.getloadavg()[0]:.1f}"
+    )
+    print(
+        f"{'family':8s} {'preset':8s} {'batch':>5s} {'params':>10s} {'prepare s':>9s} {'s/step':>7s} "
+        f"{'samples/s':>9s} {'300 steps s':>11s} {'CPU s/step':>10s}"
+    )
+    for family in args.families:
+        for preset in args.presets:
+            row = run_one(family, None if preset == "default" else preset, windows, args.steps, args.device)
+            per_step = row["train_s"] / row["steps"]
+            print(
+                f"{row['family']:8s} {row['preset']:8s} {row['batch']:5d} {row['params']:10,d} "
+                f"{row['prepare_s']:9.2f} {per_step:7.3f} {row['samples_per_s']:9.0f} {300 * per_step:11.1f} "
+                f"{row['cpu_s_per_step']:10.3f}"
+            )
+
+
+if __name__ == "__main__":
+    main()
