@@ -10,16 +10,19 @@ Three measurements, printed as tables:
    ``mean-image`` (a window's mean frame, which carries the subjects' static offset maps). A
    second table repeats ``recvae`` and ``mean-image`` on the full 16×20×16 grid with the same
    pools and episodes, without the FC baselines.
-2. **Reconstruction, training vs held-out subjects** (leave one subject out, ``--folds`` folds):
-   the model trains on all frames of the other subjects; per-voxel MSE (units of the per-run
-   z-scored frames) on the training subjects with their ``z_s``, and on the second half of the
-   held-out subject with ``z_s = 0`` and with a ``z_s`` fitted on its first half (network frozen).
+2. **Reconstruction, training vs held-out** (``--folds`` folds): leave one subject out on
+   ``synthetic-volumes``, one run out on a one-subject ``--dataset`` (``haxby-25mm``,
+   ``haxby-slice``); the model trains on all frames of the other runs; per-voxel MSE (units of
+   the per-run scaled frames) on the training runs with their subject's ``z_s``, and on the
+   second half of a held-out run with ``z_s = 0``, with a ``z_s`` fitted on its first half
+   (network frozen) and, for a held-out run of a training subject, with that subject's ``z_s``.
 3. **Dynamics**: sorted moduli of the eigenvalues of the learned ``F`` against the generator's.
 
 Usage::
 
     python bench/recvae_quality.py                       # ~10 min on 2 CPU cores
     python bench/recvae_quality.py --epochs 20 --folds 1 --episodes 200   # quick look
+    python bench/recvae_quality.py --parts reconstruct --dataset haxby-25mm --window 20 --folds 12
 """
 
 from __future__ import annotations
@@ -69,41 +72,46 @@ def identification_without_baselines(runs, factories, window, ks, episodes, seed
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 
-def reconstruction(runs, args, overrides, train_overrides):
-    subjects = sorted({r.subject for r in runs})
-    rows = []
-    eigen = []
-    for held in subjects[: args.folds]:
-        train_runs = [r for r in runs if r.subject != held]
+def _run_name(rec) -> str:
+    return f"{rec.subject}/{rec.session}"
+
+
+def reconstruction(runs, args, train_overrides):
+    """Leave one subject out (several subjects) or one run out (one subject); per-voxel MSE per run.
+
+    Training runs use their subject's trained ``z_s``; a held-out run is scored on its second half
+    with ``z_s = 0``, with a ``z_s`` fitted on its first half (network frozen) and, when its subject
+    trained, with that subject's ``z_s``.
+    """
+    by_subject = len({r.subject for r in runs}) > 1
+    unit = (lambda r: r.subject) if by_subject else _run_name
+    held_units = sorted({unit(r) for r in runs})[: args.folds]
+    rows, eigen = [], []
+    for held in held_units:
+        train_runs = [r for r in runs if unit(r) != held]
         windows = WindowSet(train_runs, args.window, max(1, args.window // 2))
         factory = TrainedFactory(
-            "recvae", args.preset, overrides, train_overrides, run_root=args.runs, device="cpu", progress=False
+            "recvae", args.preset, {}, train_overrides, run_root=args.runs, device="cpu", progress=False
         )
-        result = factory.fit(windows)
-        model, names = result.method, list(windows.subjects)
+        model, names = factory.fit(windows).method, list(windows.subjects)
         for rec in train_runs:
-            frames = rec.data[None]
-            rows.append(
-                (
-                    held,
-                    "training",
-                    rec.subject,
-                    "trained z_s",
-                    reconstruction_mse(model, frames, subject_row(model, names, rec.subject)),
-                )
-            )
-        (rec,) = [r for r in runs if r.subject == held]
-        half = rec.n_timepoints // 2
-        first, second = rec.data[None, :half], rec.data[None, half:]
-        fitted = fit_subject_noise(model, first)
-        rows.append((held, "held-out", held, "z_s = 0", reconstruction_mse(model, second)))
-        rows.append((held, "held-out", held, "fitted z_s", reconstruction_mse(model, second, fitted)))
+            z = subject_row(model, names, rec.subject)
+            rows.append((held, "training", _run_name(rec), "trained z_s", reconstruction_mse(model, rec.data[None], z)))
+        for rec in (r for r in runs if unit(r) == held):
+            half = rec.n_timepoints // 2
+            first, second = rec.data[None, :half], rec.data[None, half:]
+            choices = {"z_s = 0": None, "fitted z_s": fit_subject_noise(model, first)}
+            if (own := subject_row(model, names, rec.subject)) is not None:
+                choices["trained z_s"] = own
+            for label, z in choices.items():
+                rows.append((held, "held-out", _run_name(rec), label, reconstruction_mse(model, second, z)))
         eigen.append(np.sort(np.abs(np.linalg.eigvals(model.transition.F.numpy()))))
-    print("\nReconstruction, per-voxel MSE of z-scored frames (leave one subject out)\n")
-    print("| held out | subjects | run | z_s | MSE |\n|---|---|---|---|---|")
-    for held, kind, subject, z, mse in rows:
-        print(f"| {held} | {kind} | {subject} | {z} | {mse:.3f} |")
-    for kind, z in (("training", "trained z_s"), ("held-out", "z_s = 0"), ("held-out", "fitted z_s")):
+    what = "subject" if by_subject else "run"
+    print(f"\nReconstruction on {args.dataset}, per-voxel MSE of the scaled frames (leave one {what} out)\n")
+    print("| held out | | run | z_s | MSE |\n|---|---|---|---|---|")
+    for held, kind, name, z, mse in rows:
+        print(f"| {held} | {kind} | {name} | {z} | {mse:.3f} |")
+    for kind, z in sorted({(r[1], r[3]) for r in rows}, reverse=True):
         values = [r[4] for r in rows if r[1] == kind and r[3] == z]
         print(f"mean {kind:9s} {z:12s}: {np.mean(values):.3f} (n = {len(values)})")
     return eigen
@@ -121,6 +129,7 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=4, help="held-out subjects for the reconstruction table")
     parser.add_argument("--runs", default="runs/bench-recvae-quality")
     parser.add_argument("--parts", default="identify,reconstruct")
+    parser.add_argument("--dataset", default="synthetic-volumes", help="for the reconstruction part (haxby-25mm, ...)")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     args.runs = Path(args.runs)
@@ -150,10 +159,14 @@ def main() -> None:
             run(grid_runs, factories, args.window, ks, args.episodes, 0, title)
             print(f"[{time.perf_counter() - t0:.0f} s]", flush=True)
     if "reconstruct" in parts:
-        eigen = reconstruction(runs, args, {}, train_overrides)
-        print(f"\neigenvalue moduli of F, generator: {np.round(true, 3).tolist()}")
+        if args.dataset != "synthetic-volumes":
+            runs = prepare_volume_runs(load_recordings(args.dataset, progress=False), scaling=args.scaling)
+        eigen = reconstruction(runs, args, train_overrides)
+        if args.dataset == "synthetic-volumes":
+            print(f"\neigenvalue moduli of F, generator: {np.round(true, 3).tolist()}")
         for e in eigen:
-            print(f"  learned: {np.round(e, 3).tolist()}  max |error| {np.abs(e - true).max():.3f}")
+            error = f"  max |error| {np.abs(e - true).max():.3f}" if args.dataset == "synthetic-volumes" else ""
+            print(f"  learned: {np.round(e, 3).tolist()}{error}")
         print(f"[{time.perf_counter() - t0:.0f} s]")
 
 

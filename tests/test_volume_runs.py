@@ -187,3 +187,20 @@ def test_the_spec_carries_the_mask_packed_and_refuses_mismatches():
     b.meta["mask"][0, 0, 0] = False
     with pytest.raises(DataError, match="different brain masks"):
         WindowSet([a, b], length=4, stride=4).spec()
+
+
+def test_masked_frame_recordings_come_back_on_their_grid_with_their_own_mask():
+    """Frames (T, V) read through a mask image (haxby-slice) keep that mask and are scaled per run."""
+    mask = np.zeros(GRID, dtype=bool)
+    mask[1:3, 1:4, 1] = True
+    raw = [volume_frames(_run(name, seed=i), mask) for i, name in enumerate("ab")]
+    for rec in raw:
+        del rec.meta["source_file"]  # identity affine
+    runs = prepare_volume_runs(raw, tol_time=10)
+    for before, after in zip(raw, runs):
+        assert after.meta["mask_rule"] == "dataset" and after.data.shape == (10, 6)
+        np.testing.assert_array_equal(after.meta["mask"], mask)
+        inside = before.data[:10].astype(np.float64)
+        np.testing.assert_allclose(after.data, (inside - inside.mean()) / inside.std(), rtol=1e-5, atol=1e-5)
+        assert "mask_img" not in after.meta
+    assert WindowSet(runs, 5, 5).spec().n_features == 6

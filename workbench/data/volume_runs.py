@@ -1,7 +1,8 @@
 """4-D runs made ready for a volume family: one length, one grid, per-run scaling, one brain mask.
 
 :func:`prepare_volume_runs` turns ``nifti_4d`` recordings (``synthetic-volumes``, ``nitime-fmri``,
-users' NIfTI) into ``(T, V)`` frame recordings (:func:`workbench.data.volumes.volume_frames`).
+``haxby-25mm``, users' NIfTI) and masked frame recordings (``haxby-slice``) into ``(T, V)`` frame
+recordings (:func:`workbench.data.volumes.volume_frames`).
 Each run goes through, in this order:
 
 1. **cut** — the first ``tol_time`` frames (the seed's ``tol_time``); a shorter run is a
@@ -10,8 +11,9 @@ Each run goes through, in this order:
    image, with nilearn's ``resample_img`` / ``resample_to_img`` (continuous interpolation);
 3. **mask** — one boolean mask for all runs, by the first rule that applies (``mask="auto"``):
 
-   * the dataset's mask: the image in ``meta["mask_img"]`` (a path shared by the runs),
-     resampled onto the grid;
+   * the dataset's mask: the image in ``meta["mask_img"]`` (a path or an image, the same for
+     every run), resampled onto the grid — frame recordings (``haxby-slice``: ``(T, V)`` with
+     ``meta["grid"]`` and ``meta["mask"]``) are put back on their grid first and bring their mask;
    * nilearn's MNI152 brain mask (``load_mni152_brain_mask``) resampled onto the grid, when the
      runs are in MNI space (``meta["space"]`` names MNI);
    * the voxels that vary over time in at least one run (exactly constant background — zeros
@@ -164,6 +166,37 @@ def _mask_from_array(mask: np.ndarray, grid: tuple[int, int, int]) -> np.ndarray
     return mask.astype(bool)
 
 
+def _dataset_mask(runs: Sequence[Recording], grid: tuple[int, int, int]) -> np.ndarray:
+    """The runs' own mask (``meta["mask_img"]``: a path or an image) on their grid; one for all runs."""
+    masks: dict[Any, np.ndarray] = {}
+    for run in runs:
+        source = run.meta.get("mask_img")
+        if source is None:
+            raise DataError(f"mask='dataset': {_name(run)} has no meta['mask_img']; give the mask or another rule")
+        key = str(source) if isinstance(source, (str, Path)) else id(source)
+        if key not in masks:
+            masks[key] = _onto_grid(source, grid, run_affine(run), "the dataset's mask")
+    first, *others = masks.values()
+    if any(not np.array_equal(first, other) for other in others):
+        raise DataError("the runs' own masks differ; give one mask for all runs (mask=<array or image>)")
+    return first
+
+
+def _frames_as_volumes(rec: Recording) -> Recording:
+    """Frames ``(T, V)`` with ``meta["grid"]`` and ``meta["mask"]`` back as a 4-D run, zeros outside the mask.
+
+    The mask becomes ``meta["mask_img"]`` (an image with the run's affine), the dataset's mask.
+    """
+    import nibabel as nib
+
+    mask = np.asarray(rec.meta["mask"], dtype=bool)
+    data = np.zeros((*mask.shape, rec.n_timepoints), dtype=np.float32)
+    data[mask] = np.asarray(rec.data, dtype=np.float32).T
+    meta = {k: v for k, v in rec.meta.items() if k not in ("grid", "mask")}
+    meta["mask_img"] = nib.Nifti1Image(mask.astype(np.uint8), run_affine(rec))
+    return Recording(rec.subject, rec.session, data, rec.tr, meta, rec.frame_labels)
+
+
 def brain_mask(runs: Sequence[Recording], mask: Any = "auto") -> tuple[np.ndarray, str]:
     """The common brain mask of runs on one grid, and the rule that made it (module docstring, step 3).
 
@@ -180,19 +213,15 @@ def brain_mask(runs: Sequence[Recording], mask: Any = "auto") -> tuple[np.ndarra
     if isinstance(mask, str) and mask in MASK_RULES:
         rule = mask
         if rule == "auto":
-            files = {r.meta.get("mask_img") for r in runs}
             rule = (
                 "dataset"
-                if files != {None}
+                if any(r.meta.get("mask_img") is not None for r in runs)
                 else "mni"
                 if all(_MNI.search(str(r.meta.get("space", ""))) for r in runs)
                 else "variance"
             )
         if rule == "dataset":
-            files = {str(r.meta.get("mask_img")) for r in runs}
-            if len(files) != 1 or files == {"None"}:
-                raise DataError(f"mask='dataset' needs one meta['mask_img'] shared by every run, got {sorted(files)}")
-            selected = _onto_grid(files.pop(), grid, affine, "the dataset's mask")
+            selected = _dataset_mask(runs, grid)
         elif rule == "mni":
             from nilearn.datasets import load_mni152_brain_mask
 
@@ -271,7 +300,7 @@ def prepare_volume_runs(
     Parameters
     ----------
     recordings : sequence of Recording
-        4-D runs ``(X, Y, Z, T)``.
+        4-D runs ``(X, Y, Z, T)``, or ``(T, V)`` frames with ``meta["grid"]`` and ``meta["mask"]``.
     tol_time : int, optional
         Keep the first ``tol_time`` frames of every run (the seed: 120); default all.
     grid : tuple of 3 int, optional
@@ -301,8 +330,13 @@ def prepare_volume_runs(
         raise ConfigError(f"scaling={scaling!r}: choose one of {list(SCALINGS)}")
     runs = []
     for rec in recordings:
+        if rec.data.ndim == 2 and "grid" in rec.meta and "mask" in rec.meta:
+            rec = _frames_as_volumes(rec)
         if rec.data.ndim != 4:
-            raise DataError(f"{_name(rec)} has data of shape {rec.data.shape}; volume runs are (X, Y, Z, T)")
+            raise DataError(
+                f"{_name(rec)} has data of shape {rec.data.shape}; volume runs are (X, Y, Z, T), or (T, V) frames "
+                "with meta['grid'] and meta['mask']"
+            )
         if tol_time is not None:
             rec = cut_run(rec, tol_time)
         if grid is not None or reference is not None:
@@ -316,6 +350,8 @@ def prepare_volume_runs(
     for rec in runs:
         scaled = scale_run(rec, selected, scaling)
         scaled.meta.update(affine=run_affine(rec).tolist(), mask_rule=rule)
+        if not isinstance(scaled.meta.get("mask_img", ""), (str, Path)):
+            del scaled.meta["mask_img"]  # an image made from frames: the mask itself stays in meta["mask"]
         out.append(volume_frames(scaled, selected))
     return out
 
