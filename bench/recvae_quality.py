@@ -110,10 +110,11 @@ def reconstruction(runs, args, train_overrides):
     print(f"\nReconstruction on {args.dataset}, per-voxel MSE of the scaled frames (leave one {what} out)\n")
     print("| held out | | run | z_s | MSE |\n|---|---|---|---|---|")
     for held, kind, name, z, mse in rows:
-        print(f"| {held} | {kind} | {name} | {z} | {mse:.3f} |")
+        print(f"| {held} | {kind} | {name} | {z} | {mse:.4g} |")
     for kind, z in sorted({(r[1], r[3]) for r in rows}, reverse=True):
         values = [r[4] for r in rows if r[1] == kind and r[3] == z]
-        print(f"mean {kind:9s} {z:12s}: {np.mean(values):.3f} (n = {len(values)})")
+        ci = 1.96 * np.std(values) / np.sqrt(len(values))
+        print(f"mean {kind:9s} {z:12s}: {np.mean(values):.4g} ± {ci:.2g} (n = {len(values)})")
     return eigen
 
 

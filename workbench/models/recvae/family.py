@@ -131,7 +131,9 @@ class RecVAEConfig:
         if self.sigma_x <= 0 or self.sigma_h <= 0:
             raise ConfigError(f"recvae sigma_x={self.sigma_x} and sigma_h={self.sigma_h} must be > 0")
         if self.rho < 0 or self.lambda_z < 0 or self.z_init_std < 0:
-            raise ConfigError("recvae rho, lambda_z and z_init_std must be >= 0")
+            raise ConfigError(
+                f"recvae rho={self.rho}, lambda_z={self.lambda_z} and z_init_std={self.z_init_std} must be >= 0"
+            )
         if self.frame_chunk is not None and self.frame_chunk < 1:
             raise ConfigError(f"recvae frame_chunk={self.frame_chunk} must be >= 1 (or null for all frames)")
 
