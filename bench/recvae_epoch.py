@@ -177,7 +177,8 @@ def main() -> None:
             cmd = [sys.executable, __file__, *sys.argv[1:], "--child", device, mode]
             done = subprocess.run(cmd, check=False, capture_output=True, text=True)
             if done.returncode != 0:
-                print(f"{device}/{mode} failed:\n{done.stderr[-2000:]}")
+                why = " (killed: out of memory?)" if done.returncode == -9 else ""
+                print(f"{device}/{mode} failed with exit code {done.returncode}{why}:\n{done.stderr[-2000:]}")
                 continue
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(f"{device}/{mode}: best epoch {rows[-1]['best_s']:.2f} s", flush=True)
