@@ -17,11 +17,11 @@ import yaml
 from workbench.data.catalog import (
     DEFAULT_CATALOG,
     dataset_checksums,
-    describe,
     fetch,
     load_catalog,
     load_recordings,
 )
+from workbench.data.describe import describe
 from workbench.errors import CatalogError, DataError
 
 HCP_SUBJECTS = ["101309", "102311", "102816", "131217", "211619", "213522", "377451"]

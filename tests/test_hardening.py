@@ -20,8 +20,9 @@ import yaml
 
 from workbench.cli import main
 from workbench.data import sources
-from workbench.data.catalog import describe, load_catalog, load_recordings
+from workbench.data.catalog import load_catalog, load_recordings
 from workbench.data.check import check_data
+from workbench.data.describe import describe
 from workbench.data.readers import read_recording, read_roi_series
 from workbench.data.recording import Recording
 from workbench.data.synthetic import fingerprints

@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from workbench.data.catalog import Catalog, Entry, describe, fetch, load_catalog
+from workbench.data.catalog import Catalog, Entry, fetch, load_catalog
+from workbench.data.describe import describe
 from workbench.data.sources import member_status, registry_dir
 
 
