@@ -24,6 +24,7 @@ import torch
 
 from workbench.data.normalize import Standardizer
 from workbench.data.recording import Recording
+from workbench.data.volume_runs import prepare_volume_runs
 from workbench.data.windows import WindowSet
 from workbench.errors import ConfigError
 from workbench.evaluation import EmbedFn, EncoderFactory, support_stride
@@ -65,6 +66,18 @@ def training_windows(
         raise ConfigError(f"protocol {protocol!r} is not one of {list(PROTOCOLS)}")
     part = "first" if protocol == "closed" else "all"
     return WindowSet(list(recordings), length=window, stride=support_stride(window), part=part, label_names=label_names)
+
+
+def as_frames(recordings: Sequence[Recording]) -> list[Recording]:
+    """Recordings as ``(T, F)`` frames, the input of every window and every family.
+
+    ROI series pass through unchanged; 4-D volume runs ``(X, Y, Z, T)`` are masked, scaled per run
+    and flattened by :func:`~workbench.data.volume_runs.prepare_volume_runs` with its defaults, so
+    their frames carry the grid and mask a volume family (``recvae``) decodes back to.
+    """
+    if any(rec.data.ndim == 4 for rec in recordings):
+        return prepare_volume_runs(recordings)
+    return list(recordings)
 
 
 def content_digest(recording: Recording) -> str:

@@ -88,12 +88,12 @@ def train_on_dataset(
 
     from workbench.data.catalog import load_recordings
     from workbench.methods import get_method
-    from workbench.runs import training_windows, windows_digest
+    from workbench.runs import as_frames, training_windows, windows_digest
     from workbench.train import build_method, make_train_config, train
 
     overrides, train_overrides = split_settings(method, dict(settings or {}))
     get_method(method).make_config(preset, **overrides)  # a typo fails before data are read
-    recordings = load_recordings(dataset, progress=progress)
+    recordings = as_frames(load_recordings(dataset, progress=progress))
     windows = training_windows(recordings, window, protocol)
     torch.manual_seed(int(train_overrides.get("seed", 0)))
     model = build_method(method, windows.spec(), preset, overrides)
@@ -152,16 +152,14 @@ def evaluate_run(
     from workbench.data.catalog import load_recordings
     from workbench.evaluation import closed_set, save_metrics
     from workbench.files import atomic_path
-    from workbench.runs import embed_function, untrained_factory
+    from workbench.runs import as_frames, embed_function, untrained_factory
     from workbench.train import load_method
     from workbench.viz.fewshot import plot_k_curves, results_frame
 
     run = Path(run)
     run_dir = run if run.is_dir() else run.parent
     model, standardizer, state = load_method(run, device=device)
-    recordings = load_recordings(dataset, progress=progress)
-    if any(r.data.ndim != 2 for r in recordings):
-        raise ConfigError(f"{dataset!r} holds 4-D volumes; evaluate needs ROI series (T, R) or volume frames")
+    recordings = as_frames(load_recordings(dataset, progress=progress))
     _leak_guard(run_dir, state, dataset, {r.subject for r in recordings})
     if recordings[0].n_rois != model.n_features:
         raise ConfigError(
