@@ -96,6 +96,8 @@ PROFILES: dict[str, Profile] = {
         params={
             "dataset": "synthetic-continuous-y",
             "nifti_dataset": "nitime-fmri",
+            "events_dataset": "",
+            "category_dataset": "",
             "training": {
                 "dataset": "synthetic-continuous-y",
                 "window": 24,
