@@ -71,11 +71,13 @@ def training_windows(
 def as_frames(recordings: Sequence[Recording]) -> list[Recording]:
     """Recordings as ``(T, F)`` frames, the input of every window and every family.
 
-    ROI series pass through unchanged; 4-D volume runs ``(X, Y, Z, T)`` are masked, scaled per run
-    and flattened by :func:`~workbench.data.volume_runs.prepare_volume_runs` with its defaults, so
-    their frames carry the grid and mask a volume family (``recvae``) decodes back to.
+    ROI series pass through unchanged. 4-D volume runs ``(X, Y, Z, T)`` and volume frames that were
+    not scaled yet (a ``grid`` in their metadata, no ``scaling``; e.g. ``haxby-slice``) go through
+    :func:`~workbench.data.volume_runs.prepare_volume_runs` with its defaults — masked, scaled per
+    run (each run alone) and flattened — so their frames carry the grid and mask a volume family
+    (``recvae``) decodes back to.
     """
-    if any(rec.data.ndim == 4 for rec in recordings):
+    if any(rec.data.ndim == 4 or ("grid" in rec.meta and "scaling" not in rec.meta) for rec in recordings):
         return prepare_volume_runs(recordings)
     return list(recordings)
 
