@@ -192,3 +192,87 @@ def test_token_features_go_to_the_attentive_probe():
     results = decode(_recordings(n_subjects=3), "condition", window=5, factories={"frames · attentive": tokens})
     assert results["methods"]["frames · attentive"]["balanced_accuracy"]["mean"] > 0.8
     assert calls and all(len(shape) == 3 for shape in calls)
+
+
+def _labelled_catalog(tmp_path, monkeypatch):
+    """A local catalog entry: the runs of :func:`_recordings` as .npy files with per-frame label tables."""
+    import yaml
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for rec in _recordings(n_subjects=3, frames=60):
+        stem = f"sub-{rec.subject}_run-{rec.session[-1]}"
+        np.save(folder / f"{stem}_timeseries.npy", rec.data)
+        rec.frame_labels[["condition"]].to_csv(folder / f"{stem}_labels.tsv", sep="\t", index=False)
+    entry = {
+        "description": "labelled toy",
+        "modality": "roi_timeseries",
+        "tr": 2.0,
+        "atlas": "none",
+        "citation": "generated",
+        "licence": "MIT",
+        "read": {"orientation": "time_roi"},
+        "labels": [
+            {
+                "kind": "frames",
+                "path": "data/sub-{subject}_run-{run}_labels.tsv",
+                "columns": {"condition": "categorical"},
+            }
+        ],
+        "source": {"kind": "local", "glob": "data/*_timeseries.npy"},
+    }
+    path = tmp_path / "catalog.yaml"
+    path.write_text(yaml.safe_dump({"datasets": {"toy": entry}}))
+    monkeypatch.setenv("WORKBENCH_CATALOG", str(path))
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.mark.slow
+def test_cli_decodes_with_a_run_refitted_per_fold(tmp_path, monkeypatch, capsys):
+    import json
+
+    from workbench.cli import main
+
+    _labelled_catalog(tmp_path, monkeypatch)
+    run, out = tmp_path / "run", tmp_path / "out"
+    train = ["train", "jepa", "--dataset", "toy", "--window", "6", "--preset", "tiny", "--out", str(run)]
+    assert main([*train, "--set", "patch_size=3", "--set", "max_steps=2", "--no-progress"]) == 0
+    decode_args = ["evaluate", str(run), "--dataset", "toy", "--out", str(out), "--no-progress", "--task", "decoding"]
+    capsys.readouterr()
+    assert main(decode_args) == 2
+    assert "--label" in capsys.readouterr().err
+    assert main([*decode_args, "--label", "condition"]) == 2  # the run trained on the tested subjects
+    assert "--refit" in capsys.readouterr().err
+    assert main([*decode_args, "--label", "condition", "--folds", "3", "--stride", "5", "--refit"]) == 0
+    printed = capsys.readouterr().out
+    for row in ("jepa", "jepa · attentive", "jepa-untrained", "jepa-untrained · attentive", "mean-activation"):
+        assert f"| {row} |" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["meta"]["refit"] and metrics["meta"]["n_folds"] == 3
+    assert len(list((out / "runs").iterdir())) == 3  # one training per fold
+
+
+def test_figures_and_table_of_decoding_results():
+    from matplotlib.figure import Figure
+
+    from workbench.viz.decoding import decoding_markdown, plot_confusion, plot_predicted_vs_true
+
+    recordings = _recordings(n_subjects=3)
+    tasks, predictions = {}, {}
+    for label in ("condition", "level"):
+        predictions[label] = {}
+        tasks[label] = decode(recordings, label, 5, stride=5, n_folds=3, predictions_out=predictions[label])
+    table = decoding_markdown(tasks)
+    assert "condition (bal. acc.)" in table and "level (R²)" in table
+    assert "| permuted-labels |" in table
+    fig = plot_confusion(tasks["condition"], predictions["condition"], ["mean-activation", "permuted-labels"])
+    matrix = fig.axes[0].images[0].get_array()
+    assert np.allclose(np.asarray(matrix).sum(axis=1), 1.0)  # rows normalised: recall per category
+    assert np.mean(np.diag(matrix)) == pytest.approx(
+        np.mean(tasks["condition"]["methods"]["mean-activation"]["balanced_accuracy"]["folds"]), abs=0.05
+    )
+    assert isinstance(plot_predicted_vs_true(tasks["level"], predictions["level"], ["mean-activation"]), Figure)
+    with pytest.raises(ConfigError, match="continuous"):
+        plot_confusion(tasks["level"], predictions["level"], ["mean-activation"])
+    with pytest.raises(ConfigError, match="available"):
+        plot_confusion(tasks["condition"], predictions["condition"], ["nope"])
