@@ -276,3 +276,33 @@ def test_figures_and_table_of_decoding_results():
         plot_confusion(tasks["level"], predictions["level"], ["mean-activation"])
     with pytest.raises(ConfigError, match="available"):
         plot_confusion(tasks["condition"], predictions["condition"], ["nope"])
+
+
+def test_jepa_tokens_are_the_grid_its_embedding_pools():
+    from workbench.data.windows import WindowSet
+    from workbench.models.jepa.model import pool_tokens
+    from workbench.runs import token_family, untrained_factory, window_overrides
+
+    assert token_family("jepa") and not token_family("fewshot")
+    assert window_overrides("jepa", "tiny", 6) == {"patch_size": 3}  # tiny's patch of 8 would give 0 patches
+    assert window_overrides("jepa", "tiny", 40) == {} and window_overrides("fewshot", "tiny", 6) == {}
+    windows = WindowSet(_recordings(n_subjects=2, frames=40), 6, 6, label_names=())
+    kwargs = dict(preset="tiny", overrides={"patch_size": 3}, seed=0, device="cpu", normalization="none")
+    tokens = untrained_factory("jepa", tokens=True, **kwargs)(windows)(windows.get(np.arange(4)))
+    pooled = untrained_factory("jepa", **kwargs)(windows)(windows.get(np.arange(4)))
+    assert tokens.shape == (4, 8 * 2, 32)  # R x P tokens of width D
+    assert np.allclose(pool_tokens(torch.from_numpy(tokens)).numpy(), pooled, atol=1e-5)
+    with pytest.raises(ConfigError, match="no token grid"):
+        untrained_factory("fewshot", "tiny", tokens=True, device="cpu")(windows)(windows.get(np.arange(2)))
+
+
+def test_an_encoder_that_cannot_fit_is_left_out_with_a_note_or_raises():
+    def needs_more(train_windows):
+        raise DataError("needs at least 2 subjects")
+
+    recordings = _recordings(n_subjects=2)
+    with pytest.raises(DataError, match="2 subjects"):
+        decode(recordings, "condition", 5, factories={"x": needs_more})
+    results = decode(recordings, "condition", 5, factories={"x": needs_more}, on_error="note")
+    assert "x" not in results["methods"] and "mean-activation" in results["methods"]
+    assert any(note.startswith("x left out") for note in results["meta"]["notes"])

@@ -340,7 +340,9 @@ def decoding_metrics(
     -------
     metrics, predictions
         ``{"seed", "training", "tasks": {"dataset/label": results}}`` and the out-of-fold
-        predictions per task (for confusion matrices and scatter plots).
+        predictions per task (for confusion matrices and scatter plots). A family that cannot
+        be fitted on a task (e.g. ``fewshot`` needs several subjects; ``haxby-slice`` has one) is
+        left out of that task with a note in its ``meta["notes"]``.
     """
     from workbench.data.catalog import load_recordings
     from workbench.evaluation.decoding import decode
@@ -359,7 +361,14 @@ def decoding_metrics(
         key = f"{dataset}/{label}"
         predictions[key] = {}
         result = decode(
-            loaded[dataset], label, window, factories, seed=plan.seed, predictions_out=predictions[key], **task
+            loaded[dataset],
+            label,
+            window,
+            factories,
+            seed=plan.seed,
+            predictions_out=predictions[key],
+            on_error="note",
+            **task,
         )
         result["meta"]["dataset"] = dataset
         metrics["tasks"][key] = result

@@ -50,7 +50,7 @@ from workbench.connectivity import correlation, fisher_z, upper_triangle
 from workbench.data.normalize import standardize_runs
 from workbench.data.recording import Recording
 from workbench.data.windows import WindowSet
-from workbench.errors import ConfigError, DataError
+from workbench.errors import ConfigError, DataError, WorkbenchError
 from workbench.evaluation.attentive import attentive_probe
 from workbench.evaluation.metrics import summarise
 from workbench.evaluation.pools import EncoderFactory
@@ -206,6 +206,7 @@ def decode(
     max_fc_edges: int = 20_000,
     seed: int = 0,
     predictions_out: dict | None = None,
+    on_error: str = "raise",
 ) -> dict[str, Any]:
     """Decode a frame label from windows with every encoder and the baselines.
 
@@ -237,6 +238,9 @@ def decode(
         The ``fc-edges`` baseline is skipped (with a note in ``meta``) above this many edges.
     seed : int
         Seeds the probes and the label permutation.
+    on_error : {"raise", "note"}
+        What a WorkbenchError of an encoder does (e.g. a family that needs several subjects on a
+        one-subject dataset): stop, or leave that encoder out with a note in ``meta["notes"]``.
     predictions_out : dict, optional
         Filled with ``{"true": (n,), "fold": (n,), "methods": {name: (n,) out-of-fold predictions}}``
         for confusion matrices and scatter plots.
@@ -250,6 +254,8 @@ def decode(
     _check_names(factories)
     if grouping not in GROUPINGS:
         raise ConfigError(f"grouping={grouping!r}: choose one of {list(GROUPINGS)}")
+    if on_error not in ("raise", "note"):
+        raise ConfigError(f"on_error={on_error!r}: choose 'raise' or 'note'")
     if normalization not in NORMALIZATIONS:
         raise ConfigError(f"normalization={normalization!r}: choose one of {list(NORMALIZATIONS)}")
     stride = max(1, window // 2) if stride is None else stride
@@ -273,7 +279,7 @@ def decode(
     names = [*baselines, "permuted-labels", *factories]
     predicted = {name: np.empty(len(index), dtype=np.float64) for name in names}
     per_fold: dict[str, list[dict[str, float]]] = {name: [] for name in names}
-    fold_meta = []
+    fold_meta, failed = [], set()
     fold_of = np.empty(len(index), dtype=np.int64)
     for f, (train, test) in enumerate(folds):
         fold_of[test] = f
@@ -284,8 +290,16 @@ def decode(
         if factories:
             train_windows = _training_windows(windows, all_groups, np.unique(groups[train]))
         for name, factory in factories.items():
-            features[name] = _features(factory(train_windows), windows, index)
-        for name in names:
+            if name in failed:
+                continue
+            try:
+                features[name] = _features(factory(train_windows), windows, index)
+            except WorkbenchError as exc:
+                if on_error == "raise":
+                    raise
+                failed.add(name)
+                notes.append(f"{name} left out: fold {f}: {exc}")
+        for name in (n for n in names if n not in failed):
             x = features["mean-activation" if name == "permuted-labels" else name]
             train_y = rng.permutation(y[train]) if name == "permuted-labels" else y[train]
             predicted[name][test] = _predict(x[train], train_y, x[test], column.kind, seed)
@@ -295,9 +309,11 @@ def decode(
     methods = {
         name: {m: {**summarise([s[m] for s in scores]), "folds": [s[m] for s in scores]} for m in METRICS[column.kind]}
         for name, scores in per_fold.items()
+        if name not in failed
     }
     if predictions_out is not None:
-        predictions_out.update({"true": y, "fold": fold_of, "methods": predicted})
+        kept = {name: values for name, values in predicted.items() if name not in failed}
+        predictions_out.update({"true": y, "fold": fold_of, "methods": kept})
     counts = np.bincount(y, minlength=len(column.categories)).tolist() if column.kind == "categorical" else None
     meta = {
         "task": "decoding",
