@@ -318,6 +318,23 @@ def decoding_factories(
     return out
 
 
+def decoding_tasks(
+    heatpain_labels: list[str], haxby_labels: list[str], window: int = 6, stride: int = 2
+) -> list[dict[str, Any]]:
+    """The tasks of ``06_decoding``: ``heatpain`` labels by subject, ``haxby-slice`` labels by run.
+
+    ``haxby-slice`` windows drop the ``rest`` category and step by one frame (a category block
+    lasts 9 volumes, so few windows of it are pure); ``heatpain`` windows step by ``stride``.
+    """
+    heatpain = [{"dataset": "heatpain", "label": name, "window": window, "stride": stride} for name in heatpain_labels]
+    haxby = [
+        {"dataset": "haxby-slice", "label": label, "window": window, "stride": 1, "grouping": "run"}
+        | ({"exclude": ["rest"]} if label == "category" else {})
+        for label in haxby_labels
+    ]
+    return heatpain + haxby
+
+
 def decoding_metrics(
     tasks: list[dict[str, Any]],
     plan: TrainingPlan,
@@ -380,6 +397,7 @@ __all__ = [
     "TrainingPlan",
     "decoding_factories",
     "decoding_metrics",
+    "decoding_tasks",
     "identification_metrics",
     "method_factories",
     "neighbour_agreement",
