@@ -35,9 +35,17 @@ TASKS = [
 ]
 
 
-def run(quick: bool = False, steps: int | None = None) -> dict:
-    """Decoding results per task (``{"dataset/label": results}``) and the seconds each took."""
+def run(
+    quick: bool = False, steps: int | None = None, only: list[str] | None = None, stride: int | None = None
+) -> dict:
+    """Decoding results per task (``{"dataset/label": results}``) and the seconds each took.
+
+    ``only`` keeps the tasks of these labels; ``stride`` replaces the ``heatpain`` stride.
+    """
     tasks = [t for t in TASKS if t["label"] in ("period", "category")] if quick else TASKS
+    tasks = [t for t in tasks if only is None or t["label"] in only]
+    if stride is not None:
+        tasks = [t | {"stride": max(stride, t["stride"])} if t["dataset"] == "heatpain" else t for t in tasks]
     plan = training_plan(
         {"methods": ["fewshot", "jepa"], "presets": {"fewshot": "tiny", "jepa": "tiny"}, "device": "cpu"}
         | ({"max_steps": steps} if steps else {})
@@ -58,10 +66,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="period and category only")
     parser.add_argument("--steps", type=int, default=None, help="also train each family for this many steps per fold")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--only", nargs="+", default=None, metavar="LABEL", help="only the tasks of these labels")
+    parser.add_argument("--stride", type=int, default=None, help="step between heatpain windows (default 2)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = run(args.quick, args.steps)
+    result = run(args.quick, args.steps, args.only, args.stride)
     for key, results in result["tasks"].items():
         print(f"\n{key} ({result['seconds'][key]} s)\n{decoding_table(results)}", flush=True)
 
