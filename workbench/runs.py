@@ -106,9 +106,14 @@ def windows_digest(windows: WindowSet) -> str:
     return h.hexdigest()[:16]
 
 
-def embed_function(method: Method, standardizer: Standardizer, batch_size: int = 256) -> EmbedFn:
-    """Wrap a trained family as ``(n, W, F) float32 -> (n, D) float32`` (eval mode, no grad)."""
+def embed_function(method: Method, standardizer: Standardizer, batch_size: int = 256, tokens: bool = False) -> EmbedFn:
+    """Wrap a trained family as ``(n, W, F) float32 -> (n, D) float32`` (eval mode, no grad).
+
+    With ``tokens=True`` the function returns the family's token grid ``(n, N, D)``
+    (:meth:`~workbench.models.base.Method.tokens`) instead, for the attentive probe.
+    """
     device = next(method.parameters()).device
+    readout = method.tokens if tokens else method.embed
 
     def embed(windows: np.ndarray) -> np.ndarray:
         method.eval()
@@ -116,7 +121,7 @@ def embed_function(method: Method, standardizer: Standardizer, batch_size: int =
         with torch.no_grad():
             for i in range(0, len(windows), batch_size):
                 x = torch.from_numpy(standardizer.transform(windows[i : i + batch_size])).to(device)
-                out.append(method.embed(x).float().cpu().numpy())
+                out.append(readout(x).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
     return embed
@@ -154,6 +159,26 @@ def check_methods(
     return out
 
 
+def token_family(method: str) -> bool:
+    """Whether a registered family gives a token grid (:meth:`~workbench.models.base.Method.tokens`)."""
+    return get_method(method).tokens is not Method.tokens
+
+
+def window_overrides(method: str, preset: str | None, window: int) -> dict[str, Any]:
+    """Config overrides that let a family read windows of ``window`` frames.
+
+    A patch-based family (a ``patch_size`` setting) needs at least two time patches: its patch
+    shrinks to ``window // 2`` frames when its preset's patch is too long; others need nothing.
+    """
+    config = get_method(method).make_config(preset)
+    patch = getattr(config, "patch_size", None)
+    if patch is None or window // patch >= 2:
+        return {}
+    if window < 2:
+        raise ConfigError(f"{method}: a window of {window} frame(s) cannot hold two time patches")
+    return {"patch_size": window // 2}
+
+
 class TrainedFactory:
     """An encoder factory that trains ``method`` on the protocol's training windows.
 
@@ -169,6 +194,9 @@ class TrainedFactory:
         Folder under which each training gets its own cached run folder.
     device, seed, progress
         Passed to the engine.
+    tokens : bool
+        The embedding function returns the token grid ``(n, N, D)`` (token families only); the
+        run folder is the same as without, so one training serves both readouts.
 
     Attributes
     ----------
@@ -186,8 +214,9 @@ class TrainedFactory:
         device: str = "auto",
         seed: int = 0,
         progress: bool = True,
+        tokens: bool = False,
     ) -> None:
-        self.method, self.preset = method, preset
+        self.method, self.preset, self.tokens = method, preset, tokens
         self.overrides = dict(overrides or {})
         self.train_overrides = {"device": device, "seed": seed, **(train_overrides or {})}
         self.run_root, self.seed, self.progress = Path(run_root), seed, progress
@@ -229,7 +258,7 @@ class TrainedFactory:
 
     def __call__(self, windows: WindowSet) -> EmbedFn:
         result = self.fit(windows)
-        return embed_function(result.method, result.standardizer)
+        return embed_function(result.method, result.standardizer, tokens=self.tokens)
 
 
 def encoder_factory(method: str, **kwargs: Any) -> TrainedFactory:
@@ -238,21 +267,30 @@ def encoder_factory(method: str, **kwargs: Any) -> TrainedFactory:
 
 
 def untrained_factory(
-    method: str, preset: str | None = None, overrides: dict[str, Any] | None = None, seed: int = 0, device: str = "auto"
+    method: str,
+    preset: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    normalization: str | None = None,
+    tokens: bool = False,
 ) -> EncoderFactory:
     """The same encoder, randomly initialised from ``seed`` and never trained.
 
     Data-dependent buffers (``Method.prepare``) and the standardizer are still fitted on the
     training windows, so the only difference from a trained encoder is training.
+    ``normalization`` replaces the family's scaling of windows (default: its engine default);
+    ``tokens=True`` returns the token grid ``(n, N, D)`` instead of the embedding.
     """
 
     def factory(windows: WindowSet) -> EmbedFn:
         torch.manual_seed(seed)
         m = build_method(method, windows.spec(), preset, overrides)
-        standardizer = Standardizer(make_train_config(m).normalization).fit(windows)
+        engine = {} if normalization is None else {"normalization": normalization}
+        standardizer = Standardizer(make_train_config(m, **engine).normalization).fit(windows)
         prepare_method(m, windows, standardizer)
         m.to(resolve_device(device)).eval()
-        return embed_function(m, standardizer)
+        return embed_function(m, standardizer, tokens=tokens)
 
     return factory
 
@@ -270,7 +308,9 @@ __all__ = [
     "embed_function",
     "encoder_factory",
     "load_trained",
+    "token_family",
     "training_windows",
     "untrained_factory",
+    "window_overrides",
     "windows_digest",
 ]

@@ -220,7 +220,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.set_defaults(handler=run_train)
 
-    evaluate = subparsers.add_parser("evaluate", help="closed-set few-shot identification of a trained run")
+    evaluate = subparsers.add_parser(
+        "evaluate", help="closed-set few-shot identification (default) or task decoding of a trained run"
+    )
     evaluate.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help="run folder or checkpoint.pt")
     evaluate.add_argument("--dataset", required=True, help="catalog entry of ROI time series")
     evaluate.add_argument("--out", required=True, type=Path, help="folder for metrics.json and the figure")
@@ -229,6 +231,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     evaluate.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    decoding = evaluate.add_argument_group("decoding (--task decoding)")
+    decoding.add_argument(
+        "--task", choices=("identification", "decoding"), default="identification", help="default: identification"
+    )
+    decoding.add_argument("--label", help="the frame-label column to decode (required for decoding)")
+    decoding.add_argument("--grouping", choices=("subject", "run"), default="subject", help="what a fold holds out")
+    decoding.add_argument("--folds", type=int, default=None, help="folds (default: 5 by subject, one per run)")
+    decoding.add_argument("--window", type=int, default=None, help="window length in frames (default: the run's)")
+    decoding.add_argument("--stride", type=int, default=None, help="step between windows (default: window // 2)")
+    decoding.add_argument("--rule", choices=("pure", "majority"), default="pure", help="categorical window label")
+    decoding.add_argument("--exclude", action="append", default=[], metavar="CATEGORY", help="drop a category")
+    decoding.add_argument(
+        "--normalization", choices=("run", "none"), default="run", help="per-run z-score before windows (default)"
+    )
+    decoding.add_argument(
+        "--refit", action="store_true", help="train the run's family on each training fold with the run's settings"
+    )
     evaluate.set_defaults(handler=run_evaluate)
 
 
@@ -270,6 +289,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     """``workbench evaluate``."""
     from workbench.evaluation import results_table
 
+    if args.task == "decoding":
+        return _run_decoding(args)
+
     results, metrics, figure = evaluate_run(
         args.checkpoint,
         args.dataset,
@@ -282,4 +304,35 @@ def run_evaluate(args: argparse.Namespace) -> int:
     )
     print(results_table(results))
     print(f"\nwrote {metrics} and {figure}")
+    return 0
+
+
+def _run_decoding(args: argparse.Namespace) -> int:
+    """``workbench evaluate --task decoding``."""
+    from workbench.cli.decoding import decode_run
+    from workbench.evaluation.decoding import decoding_table
+
+    if not args.label:
+        raise ConfigError("--task decoding needs --label NAME, a frame-label column of the dataset")
+    results, metrics = decode_run(
+        args.checkpoint,
+        args.dataset,
+        args.out,
+        args.label,
+        window=args.window,
+        grouping=args.grouping,
+        folds=args.folds,
+        stride=args.stride,
+        rule=args.rule,
+        exclude=tuple(args.exclude),
+        normalization=args.normalization,
+        refit=args.refit,
+        seed=args.seed,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    print(decoding_table(results))
+    for note in results["meta"]["notes"]:
+        print(f"note: {note}")
+    print(f"\nwrote {metrics}")
     return 0

@@ -1,5 +1,8 @@
 """Evaluation of frozen representations: few-shot identification, baselines and probes.
 
+Task decoding (:mod:`workbench.evaluation.decoding`) reads a frame label from frozen window
+features with group-wise cross-validated linear probes (an attentive probe for token grids).
+
 Subject identification follows the protocol of ``docs/evaluation.md``:
 support windows from the first part of each run, query windows from the second,
 nearest prototype over 600 episodes, accuracy / macro-F1 / ROC-AUC / EER with
@@ -13,12 +16,14 @@ about models::
 
 """
 
+from workbench.evaluation.attentive import attentive_probe
 from workbench.evaluation.baselines import (
     BASELINES,
     chance_summary,
     fc_fingerprint_factory,
     lda_fc_factory,
 )
+from workbench.evaluation.decoding import decode, decoding_table
 from workbench.evaluation.episodes import METRICS, EpisodeResult, run_episodes
 from workbench.evaluation.metrics import (
     accuracy,
@@ -45,8 +50,11 @@ __all__ = [
     "EncoderFactory",
     "EpisodeResult",
     "accuracy",
+    "attentive_probe",
     "chance_summary",
     "closed_set",
+    "decode",
+    "decoding_table",
     "embed_windows",
     "equal_error_rate",
     "fc_fingerprint_factory",

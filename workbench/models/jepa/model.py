@@ -450,10 +450,14 @@ class BrainJEPA(Method):
             "target_tokens": torch.tensor(float(target_index.shape[1])),
         }
 
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Target-encoder features of every ROI × time-patch token: ``(B, T, R) -> (B, R·P, D)``, ROI-major."""
+        image, _ = self._image(x)
+        return self.target_encoder(image, self._fitted_gradients())
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Target-encoder features of all tokens, averaged, affine-free LayerNorm: ``(B, T, R) -> (B, D)``."""
-        image, _ = self._image(x)
-        return pool_tokens(self.target_encoder(image, self._fitted_gradients()))
+        return pool_tokens(self.tokens(x))
 
     def after_step(self, step: int, total_steps: int) -> None:
         """EMA update of the target encoder with momentum ``m(step − 1)`` (``step`` counts from 1)."""
