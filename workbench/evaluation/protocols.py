@@ -122,7 +122,7 @@ def closed_set(
     seed: int = 0,
     split: float = 0.5,
     train_stride: int | None = None,
-    metric: str = "euclidean",
+    metric: str = "cosine",
     progress: bool = False,
     episodes_out: dict | None = None,
 ) -> dict[str, Any]:
@@ -143,7 +143,8 @@ def closed_set(
         warning and listed in ``meta["k_shots_skipped"]``.
     n_episodes, n_query, seed, split : see :func:`run_episodes` / :func:`identification_pools`.
     metric : str
-        Similarity for the given encoders (baselines use their own).
+        Similarity for the given encoders (baselines use their own): ``"cosine"`` by default,
+        which the length of a prototype cannot bias (:mod:`workbench.evaluation.episodes`).
     progress : bool
         Show a progress bar over methods.
     episodes_out : dict, optional
@@ -192,7 +193,7 @@ def open_set(
     seed: int = 0,
     split: float = 0.5,
     train_stride: int | None = None,
-    metric: str = "euclidean",
+    metric: str = "cosine",
     progress: bool = False,
     episodes_out: dict | None = None,
 ) -> dict[str, Any]:
