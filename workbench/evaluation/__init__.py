@@ -1,7 +1,8 @@
 """Evaluation of frozen representations: few-shot identification, baselines and probes.
 
 Subject identification follows the protocol of ``docs/evaluation.md``:
-support windows from the first part of each run, query windows from the second,
+support windows from the first part of each run, query windows from the second
+(or, ``queries="cross-run"``, from another run of the subject),
 nearest prototype over 600 episodes, accuracy / macro-F1 / ROC-AUC / EER with
 95 % intervals, FC fingerprinting (Finn et al. 2015), shrinkage LDA on FC and
 chance in every table. Encoders enter as factories, so this module knows nothing
@@ -28,10 +29,13 @@ from workbench.evaluation.metrics import (
     summarise,
 )
 from workbench.evaluation.pools import (
+    QUERIES,
     EmbedFn,
     EncoderFactory,
+    eligible_recordings,
     embed_windows,
     identification_pools,
+    split_runs,
     subjects_of,
     support_stride,
 )
@@ -41,12 +45,14 @@ from workbench.evaluation.protocols import closed_set, open_set, results_table, 
 __all__ = [
     "BASELINES",
     "METRICS",
+    "QUERIES",
     "EmbedFn",
     "EncoderFactory",
     "EpisodeResult",
     "accuracy",
     "chance_summary",
     "closed_set",
+    "eligible_recordings",
     "embed_windows",
     "equal_error_rate",
     "fc_fingerprint_factory",
@@ -59,6 +65,7 @@ __all__ = [
     "results_table",
     "run_episodes",
     "save_metrics",
+    "split_runs",
     "subjects_of",
     "summarise",
     "support_stride",
