@@ -5,7 +5,8 @@ support windows from the first part of each run, query windows from the second
 (or, ``queries="cross-run"``, from another run of the subject),
 nearest prototype over 600 episodes, accuracy / macro-F1 / ROC-AUC / EER with
 95 % intervals, FC fingerprinting (Finn et al. 2015), shrinkage LDA on FC and
-chance in every table. Encoders enter as factories, so this module knows nothing
+chance in every table. The collapse check (:mod:`workbench.evaluation.collapse`) gives the
+effective rank (RankMe) and spread of any family's embeddings. Encoders enter as factories, so this module knows nothing
 about models::
 
     from workbench.evaluation import closed_set, results_table
@@ -20,6 +21,7 @@ from workbench.evaluation.baselines import (
     fc_fingerprint_factory,
     lda_fc_factory,
 )
+from workbench.evaluation.collapse import collapse_check, collapse_summary, collapse_table, rankme
 from workbench.evaluation.episodes import METRICS, EpisodeResult, run_episodes
 from workbench.evaluation.metrics import (
     accuracy,
@@ -52,6 +54,9 @@ __all__ = [
     "accuracy",
     "chance_summary",
     "closed_set",
+    "collapse_check",
+    "collapse_summary",
+    "collapse_table",
     "eligible_recordings",
     "embed_windows",
     "equal_error_rate",
@@ -62,6 +67,7 @@ __all__ = [
     "macro_f1",
     "open_set",
     "ovr_roc_auc",
+    "rankme",
     "results_table",
     "run_episodes",
     "save_metrics",
