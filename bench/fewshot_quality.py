@@ -12,6 +12,8 @@ Usage::
     python bench/fewshot_quality.py                                   # fewshot, W 20/40/80, K 1/4
     python bench/fewshot_quality.py --methods fewshot,fewshot:neural-vault,jepa:small \\
         --set jepa.max_steps=600 --open-splits 10 --json results.json
+    python bench/fewshot_quality.py --dataset heatpain --queries cross-run --windows 40   # Finn et al. 2015
+    python bench/fewshot_quality.py --dataset heatpain --metric euclidean --k-shots 1,2,4 # the old rule
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ def main() -> None:
     parser.add_argument("--open-splits", type=int, default=3, help="subject splits (protocol: 10)")
     parser.add_argument("--episodes", type=int, default=600)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="[LABEL.]KEY=VALUE")
+    parser.add_argument("--queries", default="within-run", help="within-run or cross-run")
+    parser.add_argument("--metric", default="cosine", help="the encoders' similarity to a prototype")
     parser.add_argument("--no-untrained", action="store_true", help="skip the untrained encoders")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
@@ -85,7 +89,16 @@ def main() -> None:
                     factories[f"{label}-untrained"] = untrained_factory(method, preset, family, args.seed, args.device)
             begin = time.perf_counter()
             if protocol == "closed":
-                results = closed_set(recordings, window, factories, ks, args.episodes, seed=args.seed)
+                results = closed_set(
+                    recordings,
+                    window,
+                    factories,
+                    ks,
+                    args.episodes,
+                    seed=args.seed,
+                    metric=args.metric,
+                    queries=args.queries,
+                )
             else:
                 results = open_set(
                     recordings,
@@ -95,6 +108,8 @@ def main() -> None:
                     k_shots=ks,
                     n_episodes=args.episodes,
                     seed=args.seed,
+                    metric=args.metric,
+                    queries=args.queries,
                 )
             for label, factory in trained.items():
                 timings[f"{protocol} W={window} {label}"] = [

@@ -162,3 +162,51 @@ def test_nan_embeddings_are_rejected():
     query[3, 0] = np.nan
     with pytest.raises(DataError, match="query_emb contains NaN"):
         run_episodes(support, s_labels, query, q_labels, None, 1)
+
+
+def test_a_short_prototype_attracts_euclidean_queries_but_not_cosine_ones():
+    # Query e1. Class 0: two identical supports at cosine 0.6 (prototype of length 1,
+    # squared distance 2 - 2·0.6 = 0.8). Class 1: two supports that disagree along z; their
+    # mean (0.25, -0.433, 0) has length 0.5 and cosine 0.5 with the query, squared distance
+    # 1 - 2·0.25 + 0.25 = 0.75. The plain Euclidean rule picks class 1; the cosine with the
+    # re-normalised mean (the default) picks class 0.
+    a = [0.6, 0.8, 0.0]
+    b_plane = [0.25, -np.sqrt(3) / 4]
+    h = np.sqrt(0.75)
+    support = np.array([a, a, [*b_plane, h], [*b_plane, -h]])
+    support_labels = np.array([0, 0, 1, 1])
+    query = np.array([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])  # the second, of class 1, is easy for both
+    query_labels = np.array([0, 1])
+    np.testing.assert_allclose(np.linalg.norm(support, axis=1), 1.0)
+    kwargs = dict(n_way=None, k_shot=2, n_query=1, n_episodes=1)
+    old = run_episodes(support, support_labels, query, query_labels, metric="euclidean", **kwargs)
+    new = run_episodes(support, support_labels, query, query_labels, **kwargs)
+    np.testing.assert_allclose(-old.scores[0, 0], [0.8, 0.75])
+    np.testing.assert_allclose(new.scores[0, 0], [0.6, 0.5])
+    assert new.metric == "cosine"
+    assert old.accuracy[0] == 0.5 and new.accuracy[0] == 1.0
+
+
+def test_accuracy_does_not_fall_as_k_grows_on_synthetic_fingerprints():
+    # Unit-length FC profiles (what the untrained `fewshot` encoder gives): with the default
+    # similarity more support windows never make a worse prototype. Paired episodes (one seed),
+    # so a drop larger than a point would be a real one.
+    from workbench.connectivity import fc_profiles
+    from workbench.data.synthetic import fingerprints
+    from workbench.evaluation import embed_windows, identification_pools
+
+    for difficulty in (0.6, 0.8):
+        runs = fingerprints(n_subjects=10, n_rois=20, n_timepoints=400, difficulty=difficulty, seed=0)
+        support, query = identification_pools(runs, 20)
+
+        def unit(windows):
+            x = embed_windows(fc_profiles, windows)
+            return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+        s, q = unit(support), unit(query)
+        accuracy = [
+            run_episodes(s, support.labels, q, query.labels, None, k, n_episodes=600).summary()["accuracy"]["mean"]
+            for k in (1, 2, 4, 8)
+        ]
+        assert np.all(np.diff(accuracy) >= -0.01), (difficulty, accuracy)
+        assert accuracy[-1] > accuracy[0] + 0.02, (difficulty, accuracy)

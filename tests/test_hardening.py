@@ -187,6 +187,43 @@ def test_a_run_trained_on_every_window_by_a_factory_is_refused_by_evaluate(tmp_p
     )
 
 
+def test_cross_run_evaluation_accepts_only_a_run_that_never_saw_a_query_run(tmp_path, monkeypatch, capsys):
+    source = {"kind": "synthetic", "generator": "fingerprints", "params": {"n_subjects": 4, "n_rois": 6}}
+    source["params"].update(n_timepoints=80, n_sessions=2)
+    entry = {"description": "d", "modality": "roi_timeseries", "tr": 1.0, "atlas": "none"}
+    path = _catalog(tmp_path, {"toy2": {**entry, "citation": "c", "licence": "l", "source": source}})
+    monkeypatch.setenv("WORKBENCH_CATALOG", str(path))
+    recordings = load_recordings("toy2", progress=False)
+    first_run = training_windows(recordings, 16, protocol="first-run")
+    assert {r.session for r in first_run.recordings} == {recordings[0].session}
+    assert len(first_run.recordings) == 4 and first_run.part == "all"
+
+    def train_with(protocol: str) -> str:
+        out = tmp_path / protocol
+        assert main(["train", "fewshot", "--dataset", "toy2", "--window", "16", "--preset", "tiny"]
+                    + ["--set", "max_steps=1", "--set", "batch_size=16", "--protocol", protocol]
+                    + ["--out", str(out), "--no-progress"]) == 0  # fmt: skip
+        return str(out)
+
+    def evaluate(run: str, queries: str) -> int:
+        out = tmp_path / f"eval-{queries}"
+        return main(["evaluate", run, "--dataset", "toy2", "--out", str(out), "--k-shots", "1,2"]
+                    + ["--episodes", "5", "--queries", queries, "--no-progress"])  # fmt: skip
+
+    closed = train_with("closed")
+    capsys.readouterr()
+    assert evaluate(closed, "cross-run") == 2
+    err = capsys.readouterr().err
+    assert "query runs" in err and "--protocol first-run" in err
+    first = train_with("first-run")
+    assert evaluate(first, "within-run") == 2
+    assert "query halves" in capsys.readouterr().err
+    assert evaluate(first, "cross-run") == 0
+    assert "cross-run queries" in capsys.readouterr().out
+    metrics = (tmp_path / "eval-cross-run" / "metrics.json").read_text()
+    assert '"queries": "cross-run"' in metrics
+
+
 def test_the_run_cache_key_covers_the_data_not_only_their_shapes(tmp_path):
     factory = TrainedFactory("fewshot", "tiny", run_root=tmp_path)
     runs = fingerprints(n_subjects=3, n_rois=5, n_timepoints=60, seed=0)

@@ -153,3 +153,67 @@ def test_protocol_configuration_errors(call, message):
     with warnings.catch_warnings(), pytest.raises(ConfigError, match=message):
         warnings.simplefilter("ignore")
         call(_runs([240] * 4))
+
+
+def _two_run_cohort(n_subjects=5, n_rois=6, frames=160, single=(), seed=0):
+    """Two runs per subject (one for the subjects in ``single``) sharing the subject's ROI mixing."""
+    rng = np.random.default_rng(seed)
+    runs = []
+    for s in range(n_subjects):
+        mixing = np.eye(n_rois) + rng.normal(size=(n_rois, n_rois))
+        for run in ("run-1",) if s in single else ("run-1", "run-2"):
+            data = (rng.normal(size=(frames, n_rois)) @ mixing).astype(np.float32)
+            runs.append(Recording(f"sub-{s:02d}", run, data, 2.0))
+    return runs
+
+
+def test_cross_run_support_and_query_come_from_different_runs_of_one_subject():
+    runs = _two_run_cohort()
+    support, query = identification_pools(runs, 20, queries="cross-run")
+    support_run = np.array([(r.subject, r.session) for r in support.recordings])[support.rec_index]
+    query_run = np.array([(r.subject, r.session) for r in query.recordings])[query.rec_index]
+    assert set(support_run[:, 1]) == {"run-1"} and set(query_run[:, 1]) == {"run-2"}
+    # labels name the run's subject in both pools, over one subject list
+    assert support.subjects == query.subjects == [f"sub-{s:02d}" for s in range(5)]
+    np.testing.assert_array_equal(np.array(support.subjects)[support.labels], support_run[:, 0])
+    np.testing.assert_array_equal(np.array(query.subjects)[query.labels], query_run[:, 0])
+    # whole runs: stride W // 4 for support (0, 5, ..., 140), W for queries (0, 20, ..., 140)
+    assert np.bincount(support.labels).tolist() == [29] * 5 and np.bincount(query.labels).tolist() == [8] * 5
+
+    recorder = _Recorder()
+    episodes = {}
+    results = closed_set(
+        runs, 20, {"untrained": recorder}, k_shots=(1, 4), n_episodes=30, episodes_out=episodes, queries="cross-run"
+    )
+    assert results["meta"]["queries"] == "cross-run" and "cross-run queries" in results_table(results)
+    (train,) = recorder.seen  # the encoder trains on the support runs, never on a query run
+    assert {r.session for r in train.recordings} == {"run-1"} and len(train) == len(support)
+    for result in (episodes["untrained"][4], episodes["fc-fingerprint"][1]):
+        s_rec = support.rec_index[result.support_index]  # (E, N, K)
+        q_rec = query.rec_index[result.query_index]  # (E, N, Q)
+        s_run = np.array([r.session for r in support.recordings])[s_rec]
+        q_run = np.array([r.session for r in query.recordings])[q_rec]
+        assert (s_run[..., :, None] != q_run[..., None, :]).all()
+        s_subject = np.array(support.subjects)[support.labels[result.support_index]]
+        q_subject = np.array(query.subjects)[query.labels[result.query_index]]
+        assert (s_subject[..., :1] == q_subject).all()  # one subject per slot in both pools
+    assert results["methods"]["fc-fingerprint"]["4"]["accuracy"]["mean"] > 0.8  # FC carries over runs
+
+
+def test_cross_run_leaves_out_single_run_subjects_and_needs_two():
+    runs = _two_run_cohort(n_subjects=8, single=(2, 5))
+    with pytest.warns(UserWarning, match=r"single run: \['sub-02', 'sub-05'\]"):
+        results = open_set(runs, 20, n_splits=2, k_shots=(1,), n_episodes=10, queries="cross-run")
+    assert "sub-02" not in results["meta"]["subjects"] and len(results["meta"]["subjects"]) == 6
+    assert results["meta"]["n_way"] == 3
+    for split in results["meta"]["splits"]:
+        assert not {"sub-02", "sub-05"} & set(split["train"] + split["evaluated"])
+    with pytest.warns(UserWarning, match="single run"):
+        closed = closed_set(runs, 20, k_shots=(1,), n_episodes=5, queries="cross-run")
+    assert closed["meta"]["n_way"] == 6
+    with pytest.raises(DataError, match="two subjects with two runs"):
+        closed_set(_two_run_cohort(n_subjects=3, single=(0, 1)), 20, n_episodes=5, queries="cross-run")
+    with pytest.raises(DataError, match="two subjects with two runs"):
+        identification_pools(_runs([240] * 4), 20, queries="cross-run")
+    with pytest.raises(ConfigError, match="queries='across'.*within-run, cross-run"):
+        closed_set(runs, 20, queries="across")

@@ -27,7 +27,7 @@ from workbench.data.recording import Recording
 from workbench.data.volume_runs import prepare_volume_runs
 from workbench.data.windows import WindowSet
 from workbench.errors import ConfigError
-from workbench.evaluation import EmbedFn, EncoderFactory, support_stride
+from workbench.evaluation import EmbedFn, EncoderFactory, split_runs, support_stride
 from workbench.methods import available, get_method
 from workbench.models.base import Method
 from workbench.train import (
@@ -40,7 +40,7 @@ from workbench.train import (
     train,
 )
 
-PROTOCOLS = ("closed", "all")
+PROTOCOLS = ("closed", "all", "first-run")
 _DIGEST_CHUNK_FRAMES = 4096
 
 
@@ -55,15 +55,20 @@ def training_windows(
         Runs of ``(T, F)`` frames.
     window : int
         Window length ``W`` in frames.
-    protocol : {"closed", "all"}
+    protocol : {"closed", "all", "first-run"}
         ``"closed"``: the first half of every run with the support stride ``W // 4``, so no query
-        window of the second half is ever seen. ``"all"``: every window of the runs with the
-        same stride (open-set training subjects).
+        window of the second half is ever seen (within-run identification). ``"all"``: every
+        window of the runs with the same stride (open-set training subjects). ``"first-run"``:
+        every window of the first run of each subject with two runs or more, the support runs of
+        cross-run identification (:func:`workbench.evaluation.split_runs`), so no frame of a query
+        run is ever seen.
     label_names : sequence of str, optional
         Frame labels the windows carry (default: every shared column).
     """
     if protocol not in PROTOCOLS:
         raise ConfigError(f"protocol {protocol!r} is not one of {list(PROTOCOLS)}")
+    if protocol == "first-run":
+        recordings, _ = split_runs(recordings)
     part = "first" if protocol == "closed" else "all"
     return WindowSet(list(recordings), length=window, stride=support_stride(window), part=part, label_names=label_names)
 

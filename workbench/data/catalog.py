@@ -63,7 +63,7 @@ def _registry_paths(entry: Entry, progress: bool) -> dict[str, Path]:
 
 
 def local_files(catalog: Catalog, entry: Entry) -> list[Path]:
-    files = glob_local(entry.source.glob, catalog.path.parent)
+    files = glob_local(entry.source.glob, catalog.folder(entry.name))
     if not files:
         raise CatalogError(
             f"{catalog.path}: entry {entry.name!r}: glob {entry.source.glob!r} matches no .nii/.nii.gz/"
@@ -139,7 +139,7 @@ def _read_path(catalog: Catalog, entry: Entry, relative: str | None) -> Path | N
     source = entry.source
     if source.kind == "registry" and relative in source.sha256:
         return registry_dir(source.package, source.version) / relative
-    return catalog.resolve(relative)
+    return catalog.resolve(relative, entry.name)
 
 
 def _label_finder(catalog: Catalog, entry: Entry, ids: dict[str, str]) -> Callable[[str], list[Path]]:
@@ -152,7 +152,7 @@ def _label_finder(catalog: Catalog, entry: Entry, ids: dict[str, str]) -> Callab
         if source.kind == "registry":
             root = registry_dir(source.package, source.version)
             return [root / m for m in sorted(source.sha256) if matches_glob(m, pattern)]
-        return sorted(p for p in catalog.path.parent.glob(pattern) if p.is_file())
+        return sorted(p for p in catalog.folder(entry.name).glob(pattern) if p.is_file())
 
     return find
 

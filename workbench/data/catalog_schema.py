@@ -20,11 +20,16 @@ The schema is strict: an unknown key, a missing field or a wrong type raises
 
 Which catalog: the ``path`` argument, else ``$WORKBENCH_CATALOG``, else the
 ``data_catalog.yaml`` shipped at the root of the repository. Relative paths inside a
-catalog are relative to the catalog file.
+catalog are relative to the catalog file. A user catalog with the top-level key
+``extends: shipped`` adds its entries to the shipped ones instead of replacing them; a
+user entry may not reuse a shipped entry's name (an error names it: rename the entry, or
+leave out ``extends`` to replace the whole catalog), so a shipped name always means the
+shipped data. Its union entries may name shipped entries.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import inspect
 import os
@@ -215,6 +220,11 @@ class Catalog:
 
     path: Path
     entries: dict[str, Entry]
+    folders: dict[str, Path] = dataclasses.field(default_factory=dict)
+
+    def folder(self, name: str) -> Path:
+        """The folder entry ``name``'s relative paths start from: that of the file that declared it."""
+        return self.folders.get(name, self.path.parent)
 
     def names(self) -> list[str]:
         """Entry names in file order."""
@@ -226,10 +236,10 @@ class Catalog:
             raise CatalogError(f"{self.path}: unknown dataset {name!r}{did_you_mean(name, self.entries)}")
         return self.entries[name]
 
-    def resolve(self, relative: str) -> Path:
-        """A path written in the catalog, relative to the catalog's folder."""
+    def resolve(self, relative: str, name: str | None = None) -> Path:
+        """A path written in the catalog (in entry ``name``), relative to the folder of its file."""
         path = Path(relative).expanduser()  # environment variables are not expanded: a catalog is shared
-        return path if path.is_absolute() else self.path.parent / path
+        return path if path.is_absolute() else (self.path.parent if name is None else self.folder(name)) / path
 
 
 def did_you_mean(word: str, options: Any) -> str:
@@ -387,14 +397,36 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
         raise CatalogError(str(exc)) from None
     if not isinstance(document, dict) or not isinstance(document.get("datasets"), dict):
         raise CatalogError(f"{path}: expected a top-level mapping `datasets: {{name: entry, ...}}`")
-    extra = sorted(set(document) - {"datasets"})
+    extra = sorted(set(document) - {"datasets", "extends"})
     if extra:
-        hint = did_you_mean(extra[0], ["datasets"])
+        hint = did_you_mean(extra[0], ["datasets", "extends"])
         raise CatalogError(f"{path}: unknown top-level key {extra[0]!r}{hint}")
     entries = {str(name): _parse_entry(str(name), raw, path) for name, raw in document["datasets"].items()}
-    catalog = Catalog(path=path.resolve(), entries=entries)
+    folders = {name: path.resolve().parent for name in entries}
+    if "extends" in document:
+        shipped = _shipped_catalog(path, document["extends"])
+        clash = sorted(set(entries) & set(shipped.entries))
+        if clash:
+            raise CatalogError(
+                f"{path}: entries {clash} are already in the shipped catalog ({shipped.path}); a catalog with "
+                "`extends: shipped` only adds entries: rename yours, or leave out `extends` to replace the "
+                "whole catalog"
+            )
+        folders = {**shipped.folders, **folders}
+        entries = {**shipped.entries, **entries}
+    catalog = Catalog(path=path.resolve(), entries=entries, folders=folders)
     _check_cross_references(catalog)
     return catalog
+
+
+def _shipped_catalog(path: Path, extends: Any) -> Catalog:
+    """The shipped catalog a user catalog extends (``extends: shipped``)."""
+    if extends != "shipped":
+        raise CatalogError(f"{path}: top-level key 'extends': {extends!r} is not valid; the only value is 'shipped'")
+    if path.resolve() == DEFAULT_CATALOG.resolve():
+        raise CatalogError(f"{path}: the shipped catalog cannot extend itself; remove `extends`")
+    shipped = load_catalog(DEFAULT_CATALOG)
+    return dataclasses.replace(shipped, folders=dict.fromkeys(shipped.entries, shipped.path.parent))
 
 
 __all__ = [

@@ -4,10 +4,12 @@ Task decoding (:mod:`workbench.evaluation.decoding`) reads a frame label from fr
 features with group-wise cross-validated linear probes (an attentive probe for token grids).
 
 Subject identification follows the protocol of ``docs/evaluation.md``:
-support windows from the first part of each run, query windows from the second,
+support windows from the first part of each run, query windows from the second
+(or, ``queries="cross-run"``, from another run of the subject),
 nearest prototype over 600 episodes, accuracy / macro-F1 / ROC-AUC / EER with
 95 % intervals, FC fingerprinting (Finn et al. 2015), shrinkage LDA on FC and
-chance in every table. Encoders enter as factories, so this module knows nothing
+chance in every table. The collapse check (:mod:`workbench.evaluation.collapse`) gives the
+effective rank (RankMe) and spread of any family's embeddings. Encoders enter as factories, so this module knows nothing
 about models::
 
     from workbench.evaluation import closed_set, results_table
@@ -23,6 +25,7 @@ from workbench.evaluation.baselines import (
     fc_fingerprint_factory,
     lda_fc_factory,
 )
+from workbench.evaluation.collapse import collapse_check, collapse_summary, collapse_table, rankme
 from workbench.evaluation.decoding import decode, decoding_table
 from workbench.evaluation.episodes import METRICS, EpisodeResult, run_episodes
 from workbench.evaluation.metrics import (
@@ -33,10 +36,13 @@ from workbench.evaluation.metrics import (
     summarise,
 )
 from workbench.evaluation.pools import (
+    QUERIES,
     EmbedFn,
     EncoderFactory,
+    eligible_recordings,
     embed_windows,
     identification_pools,
+    split_runs,
     subjects_of,
     support_stride,
 )
@@ -46,6 +52,7 @@ from workbench.evaluation.protocols import closed_set, open_set, results_table, 
 __all__ = [
     "BASELINES",
     "METRICS",
+    "QUERIES",
     "EmbedFn",
     "EncoderFactory",
     "EpisodeResult",
@@ -55,6 +62,10 @@ __all__ = [
     "closed_set",
     "decode",
     "decoding_table",
+    "collapse_check",
+    "collapse_summary",
+    "collapse_table",
+    "eligible_recordings",
     "embed_windows",
     "equal_error_rate",
     "fc_fingerprint_factory",
@@ -64,9 +75,11 @@ __all__ = [
     "macro_f1",
     "open_set",
     "ovr_roc_auc",
+    "rankme",
     "results_table",
     "run_episodes",
     "save_metrics",
+    "split_runs",
     "subjects_of",
     "summarise",
     "support_stride",

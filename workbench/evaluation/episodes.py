@@ -10,13 +10,24 @@ so the cost of the embedding dimension is paid once, not once per episode.
 
 Similarities (higher = more alike):
 
+``"cosine"``     cosine of the query with the mean support embedding, i.e. with the
+                 re-normalised mean: the default for encoders.
 ``"euclidean"``  minus the squared Euclidean distance to the prototype (the
                  Prototypical Networks distance).
-``"cosine"``     cosine of the query with the mean support embedding.
 ``"pearson"``    Pearson r of the query with the mean support vector, i.e. the
                  cosine after centring each vector over its features; with FC
                  vectors this is the profile matching of Finn et al. 2015
                  ("Functional connectome fingerprinting", Nat. Neurosci.).
+
+Why cosine is the default: for unit-norm embeddings (``fewshot``; nearly so for
+layer-normed ones) the squared distance to the plain mean ``p`` is ``1 - 2 q·p + |p|²``.
+A class whose support windows disagree has a short mean (``|p|`` well below 1), and a
+short prototype is close to every query: with ``|p| = r`` at cosine ``c`` the distance
+``1 - 2rc + r²`` beats that of a unit-length prototype at cosine ``c_A`` whenever
+``c_A < (1 + c²) / 2``. Nearest-prototype accuracy then *falls* from K = 1 to K = 2
+(two supports disagree more often than one support with itself) while ROC-AUC, which
+ranks queries per class, keeps rising. The cosine with the mean is the cosine with the
+re-normalised mean, so the prototype's length cannot bias it.
 """
 
 from __future__ import annotations
@@ -29,7 +40,7 @@ import numpy as np
 from workbench.errors import ConfigError, DataError
 from workbench.evaluation import metrics
 
-METRICS = ("euclidean", "cosine", "pearson")
+METRICS = ("cosine", "euclidean", "pearson")
 METRIC_NAMES = ("accuracy", "macro_f1", "roc_auc", "eer")
 
 
@@ -187,7 +198,7 @@ def run_episodes(
     n_query: int = 5,
     n_episodes: int = 600,
     seed: int = 0,
-    metric: str = "euclidean",
+    metric: str = "cosine",
     classes: np.ndarray | list[int] | None = None,
 ) -> EpisodeResult:
     """Nearest-prototype few-shot episodes with accuracy, macro-F1, ROC-AUC and EER.
@@ -218,8 +229,9 @@ def run_episodes(
     seed : int
         Seed of the ``numpy.random.Generator`` drawing classes, supports and
         queries; the same seed and labels give the same episodes for any embedding.
-    metric : {"euclidean", "cosine", "pearson"}
-        Similarity of a query to a prototype (module docstring).
+    metric : {"cosine", "euclidean", "pearson"}
+        Similarity of a query to a prototype (module docstring); ``"euclidean"`` only for
+        embeddings whose length carries meaning (e.g. discriminant coordinates).
     classes : sequence of int, optional
         Restrict the episodes to these label values (default: every label found).
 

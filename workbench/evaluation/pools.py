@@ -1,13 +1,23 @@
 """Support / query / training window pools and batched embedding of a WindowSet.
 
-The identification protocol (``docs/evaluation.md``)
-splits every run in time: support windows come from the first part with stride
-``max(1, W // 4)``, query windows from the second part with stride ``W``, so no
-query frame was ever seen in a support window (checked by ``assert_disjoint``).
+The identification protocol (``docs/evaluation.md``) pairs support and query windows in
+one of two ways (``queries``):
+
+``"within-run"``  every run is split in time: support windows come from the first part
+                  with stride ``max(1, W // 4)``, query windows from the second part with
+                  stride ``W``; encoders train on the first parts.
+``"cross-run"``   support windows come from one run of a subject (its first, stride
+                  ``W // 4``) and query windows from its other runs (stride ``W``), the
+                  protocol of Finn et al. 2015 ("Functional connectome fingerprinting",
+                  Nat. Neurosci. 18:1664); encoders train on the support runs. Subjects
+                  with a single run cannot take part and are left out with a warning.
+
+Either way no query frame was ever seen in a support window (checked by ``assert_disjoint``).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -16,6 +26,9 @@ from tqdm.auto import tqdm
 from workbench.data.recording import Recording
 from workbench.data.windows import WindowSet, assert_disjoint
 from workbench.errors import ConfigError, DataError
+
+QUERIES = ("within-run", "cross-run")
+"""Where query windows come from: the second half of the support run, or another run."""
 
 EmbedFn = Callable[[np.ndarray], np.ndarray]
 """Maps raw windows ``(n, W, R)`` float32 to embeddings ``(n, D)``."""
@@ -34,8 +47,71 @@ def support_stride(window: int) -> int:
     return max(1, window // 4)
 
 
+def check_queries(queries: str) -> str:
+    """``queries`` if it is one of :data:`QUERIES`, else a ConfigError naming the valid values."""
+    if queries not in QUERIES:
+        raise ConfigError(f"queries={queries!r} is unknown; use one of {', '.join(QUERIES)}")
+    return queries
+
+
+def split_runs(recordings: Sequence[Recording]) -> tuple[list[Recording], list[Recording]]:
+    """Support runs and query runs of the cross-run protocol.
+
+    The first run of every subject (in the given order; :func:`~workbench.data.catalog.load_recordings`
+    sorts sessions naturally) is its support run, its other runs are query runs. Subjects with a
+    single run are left out with a warning that names them.
+
+    Raises
+    ------
+    DataError
+        Fewer than two subjects have two runs or more.
+    """
+    runs: dict[str, list[Recording]] = {}
+    for rec in recordings:
+        runs.setdefault(rec.subject, []).append(rec)
+    single = sorted(subject for subject, own in runs.items() if len(own) < 2)
+    kept = [subject for subject, own in runs.items() if len(own) >= 2]
+    if len(kept) < 2:
+        raise DataError(
+            f"cross-run identification needs at least two subjects with two runs or more; "
+            f"{len(kept)} of the {len(runs)} subjects have them. Use queries='within-run', or a dataset "
+            "with several runs per subject (e.g. heatpain)"
+        )
+    if single:
+        warnings.warn(
+            f"cross-run identification leaves out {len(single)} subject(s) with a single run: {single[:10]}",
+            stacklevel=3,
+        )
+    support = [runs[subject][0] for subject in kept]
+    query = [rec for subject in kept for rec in runs[subject][1:]]
+    return support, query
+
+
+def eligible_recordings(recordings: Sequence[Recording], queries: str = "within-run") -> list[Recording]:
+    """The runs that take part: all of them within-run; cross-run, those of subjects with two runs or more."""
+    if check_queries(queries) == "within-run":
+        return list(recordings)
+    support, query = split_runs(recordings)
+    return [rec for rec in recordings if any(rec is r for r in (*support, *query))]
+
+
+def closed_training_windows(
+    recordings: Sequence[Recording], window: int, stride: int, split: float = 0.5, queries: str = "within-run"
+) -> WindowSet:
+    """What encoders train on in closed-set identification: the support part of every subject.
+
+    Within-run: the first part of every run; cross-run: every window of the support runs
+    (:func:`split_runs`), so no frame of a query run is ever seen. Stride ``stride``.
+    """
+    subjects = subjects_of(recordings)
+    if check_queries(queries) == "within-run":
+        return WindowSet(list(recordings), window, stride, part="first", split=split, subjects=subjects)
+    support_runs, _ = split_runs(recordings)
+    return WindowSet(support_runs, window, stride, part="all", subjects=subjects)
+
+
 def identification_pools(
-    recordings: Sequence[Recording], window: int, split: float = 0.5
+    recordings: Sequence[Recording], window: int, split: float = 0.5, queries: str = "within-run"
 ) -> tuple[WindowSet, WindowSet]:
     """Support and query pools of the subject-identification protocol.
 
@@ -46,39 +122,50 @@ def identification_pools(
     window : int
         Window length ``W`` in frames.
     split : float
-        Fraction of each run that forms the first (support) part.
+        Fraction of each run that forms the first (support) part (within-run only).
+    queries : {"within-run", "cross-run"}
+        Where query windows come from (module docstring). Cross-run, give only the runs of
+        subjects with two runs or more (:func:`eligible_recordings`).
 
     Returns
     -------
     support, query : WindowSet
-        ``support``: first part, stride ``max(1, W // 4)``; ``query``: second part,
-        stride ``W``. Both share the subject list, so labels agree.
+        ``support``: stride ``max(1, W // 4)``, the first part of each run (within-run) or each
+        subject's first run (cross-run); ``query``: stride ``W``, the second part of each run or
+        the subject's other runs. Both share the subject list, so labels agree.
 
     Raises
     ------
     DataError
         If any support window overlaps a query window, or a subject has no window
-        in either pool (run too short for ``W``).
+        in either pool (run too short for ``W``), or (cross-run) a subject has a single run.
     """
     if window < 2:
         raise ConfigError(f"window={window} must be at least 2 frames")
     subjects = subjects_of(recordings)
-    support = WindowSet(
-        list(recordings),
-        window,
-        support_stride(window),
-        part="first",
-        split=split,
-        subjects=subjects,
-    )
-    query = WindowSet(list(recordings), window, window, part="second", split=split, subjects=subjects)
+    if check_queries(queries) == "within-run":
+        support = WindowSet(
+            list(recordings), window, support_stride(window), part="first", split=split, subjects=subjects
+        )
+        query = WindowSet(list(recordings), window, window, part="second", split=split, subjects=subjects)
+    else:
+        support_runs, query_runs = split_runs(recordings)
+        if len(support_runs) < len(subjects):
+            single = sorted(set(subjects) - {r.subject for r in support_runs})
+            raise DataError(
+                f"subjects {single[:10]} have a single run; cross-run pools need two runs per subject "
+                "(pass eligible_recordings(recordings, 'cross-run'))"
+            )
+        support = WindowSet(support_runs, window, support_stride(window), part="all", subjects=subjects)
+        query = WindowSet(query_runs, window, window, part="all", subjects=subjects)
     assert_disjoint(support, query)
     for name, pool in (("support", support), ("query", query)):
         counts = np.bincount(np.asarray(pool.labels), minlength=len(subjects))
         if counts.min() == 0:
             empty = [s for s, c in zip(subjects, counts) if c == 0]
+            where = f"split={split}" if queries == "within-run" else "cross-run"
             raise DataError(
-                f"subjects {empty} have no {name} window of {window} frames (split={split}); use a shorter window"
+                f"subjects {empty} have no {name} window of {window} frames ({where}); use a shorter window"
             )
     return support, query
 

@@ -1,10 +1,12 @@
 """Closed-set and open-set subject identification, with baselines, tables and metrics.json.
 
-Both protocols follow ``docs/evaluation.md``:
+Both protocols follow ``docs/evaluation.md``, with queries from the same run or another:
 
-* **closed-set** (N = all subjects): the encoder trains on windows of the first
-  part of every run only; support = first part (stride ``W // 4``), query = second
-  part (stride ``W``).
+* **closed-set** (N = all subjects): within-run (the default), the encoder trains on
+  windows of the first part of every run only; support = first part (stride ``W // 4``),
+  query = second part (stride ``W``). Cross-run (``queries="cross-run"``, Finn et al.
+  2015), support = each subject's first run, query = its other runs, and the encoder
+  trains on the support runs only.
 * **open-set** (N = the evaluated subjects): ``n_splits`` seeded random splits of
   the subjects into a training half and an evaluated half; the encoder trains on
   all windows of the training subjects and never sees an evaluated one. The
@@ -34,6 +36,8 @@ from workbench.evaluation.baselines import BASELINES, chance_summary
 from workbench.evaluation.episodes import METRIC_NAMES, EpisodeResult, run_episodes
 from workbench.evaluation.pools import (
     EncoderFactory,
+    closed_training_windows,
+    eligible_recordings,
     embed_windows,
     identification_pools,
     subjects_of,
@@ -122,9 +126,10 @@ def closed_set(
     seed: int = 0,
     split: float = 0.5,
     train_stride: int | None = None,
-    metric: str = "euclidean",
+    metric: str = "cosine",
     progress: bool = False,
     episodes_out: dict | None = None,
+    queries: str = "within-run",
 ) -> dict[str, Any]:
     """Closed-set N-way identification over all subjects.
 
@@ -143,11 +148,16 @@ def closed_set(
         warning and listed in ``meta["k_shots_skipped"]``.
     n_episodes, n_query, seed, split : see :func:`run_episodes` / :func:`identification_pools`.
     metric : str
-        Similarity for the given encoders (baselines use their own).
+        Similarity for the given encoders (baselines use their own): ``"cosine"`` by default,
+        which the length of a prototype cannot bias (:mod:`workbench.evaluation.episodes`).
     progress : bool
         Show a progress bar over methods.
     episodes_out : dict, optional
         Filled with ``{method: {k: EpisodeResult}}`` for curves and ROC/DET plots.
+    queries : {"within-run", "cross-run"}
+        Queries from the second half of the support run, or from another run of the subject
+        (:mod:`workbench.evaluation.pools`); cross-run leaves out subjects with a single run
+        (a warning names them) and the encoders train on the support runs only.
 
     Returns
     -------
@@ -155,15 +165,17 @@ def closed_set(
         Plain JSON: ``{"meta": {...}, "methods": {method: {str(k): {metric: {"mean", "ci"}}}}}``.
     """
     methods = _methods(factories, metric)
+    recordings = eligible_recordings(recordings, queries)
     subjects = subjects_of(recordings)
-    support, query = identification_pools(recordings, window, split)
+    support, query = identification_pools(recordings, window, split, queries)
     stride = support_stride(window) if train_stride is None else train_stride
-    train = WindowSet(list(recordings), window, stride, part="first", split=split, subjects=subjects)
+    train = closed_training_windows(recordings, window, stride, split, queries)
     ks, skipped, used_query = _usable(k_shots, n_query, support, query)
     with tqdm(total=len(methods), desc="closed-set", disable=not progress) as bar:
         episodes = _evaluate_split(methods, train, support, query, ks, None, used_query, n_episodes, seed, bar)
     meta = {
         "protocol": "closed-set",
+        "queries": queries,
         "window": window,
         "n_way": len(subjects),
         "n_query": used_query,
@@ -192,16 +204,18 @@ def open_set(
     seed: int = 0,
     split: float = 0.5,
     train_stride: int | None = None,
-    metric: str = "euclidean",
+    metric: str = "cosine",
     progress: bool = False,
     episodes_out: dict | None = None,
+    queries: str = "within-run",
 ) -> dict[str, Any]:
     """Open-set identification of subjects the encoder never saw.
 
     Parameters
     ----------
-    recordings, window, factories, k_shots, n_query, seed, split, metric, progress, episodes_out
-        As :func:`closed_set`.
+    recordings, window, factories, k_shots, n_query, seed, split, metric, progress, episodes_out, queries
+        As :func:`closed_set`; cross-run, only subjects with two runs or more take part (in
+        training and evaluation), so the splits are the same whatever the encoder.
     n_way : int, optional
         Classes per episode among the evaluated subjects (default: all of them).
     n_splits : int
@@ -219,6 +233,7 @@ def open_set(
         evaluated subjects and its number of episodes.
     """
     methods = _methods(factories, metric)
+    recordings = eligible_recordings(recordings, queries)
     subjects = subjects_of(recordings)
     n_eval = len(subjects) // 2
     if n_eval < 2:
@@ -229,7 +244,7 @@ def open_set(
     if not 1 <= n_splits <= n_episodes:
         raise ConfigError(f"n_splits={n_splits} must be between 1 and n_episodes={n_episodes}")
     # Pool sizes per subject do not depend on the split: check K and Q once.
-    support_all, query_all = identification_pools(recordings, window, split)
+    support_all, query_all = identification_pools(recordings, window, split, queries)
     ks, skipped, used_query = _usable(k_shots, n_query, support_all, query_all)
     stride = support_stride(window) if train_stride is None else train_stride
     rng = np.random.default_rng(seed)
@@ -247,7 +262,9 @@ def open_set(
                 split=split,
                 subjects=trained,
             )
-            support, query = identification_pools([r for r in recordings if r.subject in evaluated], window, split)
+            support, query = identification_pools(
+                [r for r in recordings if r.subject in evaluated], window, split, queries
+            )
             split_seed = int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
             collected.append(
                 _evaluate_split(methods, train, support, query, ks, n_way, used_query, int(count), split_seed, bar)
@@ -258,6 +275,7 @@ def open_set(
     }
     meta = {
         "protocol": "open-set",
+        "queries": queries,
         "window": window,
         "n_way": n_way,
         "n_query": used_query,
@@ -291,7 +309,8 @@ def results_table(results: dict[str, Any], metric: str = "accuracy") -> str:
     meta = results["meta"]
     ks = [str(k) for k in meta["k_shots"]]
     title = (
-        f"{meta['protocol']} {meta['n_way']}-way, W = {meta['window']}, {metric} "
+        f"{meta['protocol']} {meta['n_way']}-way, {meta.get('queries', 'within-run')} queries, "
+        f"W = {meta['window']}, {metric} "
         f"(mean ± 95% CI over {meta['n_episodes']} episodes, {meta['n_query']} queries/class)"
     )
     lines = [title, "", "| method | " + " | ".join(f"K = {k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
