@@ -21,6 +21,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -45,7 +46,7 @@ if not _IN_CI:
         pytest.skip("chromium is not installed (apt-get install -y chromium); CI must have it", allow_module_level=True)
     pytest.importorskip("playwright", reason="playwright is missing: pip install -e '.[dev]'")
 
-from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402  (after the skip above)
+from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402  (after the skip above)
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError  # noqa: E402
 
 TRAINING = {
@@ -104,10 +105,6 @@ def _prepare_root(root: Path) -> None:
             prepare_only=True,
             progress_bar=False,
         )
-    for name, values in SETTINGS.items():
-        path = root.parent / "settings" / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(values))
 
 
 def _start(root: Path, tmp: Path, attempts: int = 3) -> Lab:
@@ -122,6 +119,10 @@ def _start(root: Path, tmp: Path, attempts: int = 3) -> Lab:
         "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
     }
     env.pop("WORKBENCH_CATALOG", None)
+    for name, values in SETTINGS.items():
+        path = tmp / "settings" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
     token, log = secrets.token_hex(16), tmp / "jupyter-lab.log"
     for _ in range(attempts):
         port = _free_port()
@@ -173,12 +174,13 @@ def _stop(lab: Lab) -> list[str]:
         lab.process.wait(SHUTDOWN_S)
     except subprocess.TimeoutExpired:
         survivors.append(f"jupyter lab (pid {lab.process.pid})")
-        os.killpg(lab.process.pid, 9)
+        os.killpg(lab.process.pid, signal.SIGKILL)
         lab.process.wait(10)
     _, alive = psutil.wait_procs(children, timeout=10)
     for process in alive:
-        survivors.append(f"{' '.join(process.cmdline()[:4])} (pid {process.pid})")
-        process.kill()
+        with contextlib.suppress(psutil.NoSuchProcess):
+            survivors.append(f"{' '.join(process.cmdline()[:4])} (pid {process.pid})")
+            process.kill()
     return survivors
 
 
@@ -197,7 +199,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 
 @pytest.fixture(scope="module")
-def browser(lab: Lab) -> Iterator[object]:
+def browser(lab: Lab) -> Iterator[Browser]:
     assert CHROMIUM is not None, "chromium must be installed in CI (apt-get install -y chromium)"
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, timeout=60_000)
@@ -208,7 +210,7 @@ def browser(lab: Lab) -> Iterator[object]:
 
 
 @pytest.fixture
-def page(browser, lab: Lab) -> Iterator[Page]:
+def page(browser: Browser, lab: Lab) -> Iterator[Page]:
     """A fresh browser page; afterwards the kernels it started are shut down."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
