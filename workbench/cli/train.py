@@ -57,6 +57,7 @@ def train_on_dataset(
     protocol: str = "closed",
     progress: bool = True,
     force_new: bool = False,
+    stream: bool | None = None,
 ):
     """Train a family on a catalog dataset (``workbench train``); resumes the same run in ``out``.
 
@@ -79,6 +80,9 @@ def train_on_dataset(
         every second half unseen, so the same dataset can be evaluated closed-set afterwards.
     force_new : bool
         Start again even if ``out`` holds a checkpoint (of this or another run).
+    stream : bool, optional
+        Memory-map the dataset's runs from the cache instead of reading them into memory
+        (default: when the dataset is larger than the stream threshold; see ``load_recordings``).
 
     Returns
     -------
@@ -93,7 +97,7 @@ def train_on_dataset(
 
     overrides, train_overrides = split_settings(method, dict(settings or {}))
     get_method(method).make_config(preset, **overrides)  # a typo fails before data are read
-    recordings = load_recordings(dataset, progress=progress)
+    recordings = load_recordings(dataset, progress=progress, stream=stream)
     windows = training_windows(recordings, window, protocol)
     torch.manual_seed(int(train_overrides.get("seed", 0)))
     model = build_method(method, windows.spec(), preset, overrides)
@@ -137,12 +141,13 @@ def evaluate_run(
     seed: int = 0,
     device: str = "auto",
     progress: bool = True,
+    stream: bool | None = None,
 ) -> tuple[dict[str, Any], Path, Path]:
     """Closed-set identification of a trained run beside the baselines (``workbench evaluate``).
 
     The window length is the one the run was trained on. The same encoder untrained is evaluated
     too. A run that may have seen the query halves of the dataset's subjects is refused (the
-    leak guard reads the protocol from the checkpoint).
+    leak guard reads the protocol from the checkpoint). ``stream`` as in :func:`train_on_dataset`.
 
     Returns
     -------
@@ -159,7 +164,7 @@ def evaluate_run(
     run = Path(run)
     run_dir = run if run.is_dir() else run.parent
     model, standardizer, state = load_method(run, device=device)
-    recordings = load_recordings(dataset, progress=progress)
+    recordings = load_recordings(dataset, progress=progress, stream=stream)
     if any(r.data.ndim != 2 for r in recordings):
         raise ConfigError(f"{dataset!r} holds 4-D volumes; evaluate needs ROI series (T, R) or volume frames")
     _leak_guard(run_dir, state, dataset, {r.subject for r in recordings})
@@ -185,6 +190,12 @@ def evaluate_run(
     with atomic_path(figure_path) as tmp:
         figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
     return results, metrics_path, figure_path
+
+
+STREAM_HELP = (
+    "memory-map the runs from the cache instead of reading them into memory (default: only when the "
+    "dataset holds more than $WORKBENCH_STREAM_BYTES, 2 GiB)"
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -219,6 +230,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="closed: first half of every run only (default); all: every window",
     )
     train.add_argument("--force-new", action="store_true", help="start again even if --out holds a checkpoint")
+    train.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None, help=STREAM_HELP)
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.set_defaults(handler=run_train)
 
@@ -230,6 +242,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--episodes", type=int, default=600, help="episodes per K (default 600)")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    evaluate.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None, help=STREAM_HELP)
     evaluate.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     evaluate.set_defaults(handler=run_evaluate)
 
@@ -249,6 +262,7 @@ def run_train(args: argparse.Namespace) -> int:
         args.protocol,
         progress=not args.no_progress,
         force_new=args.force_new,
+        stream=args.stream,
     )
     last = result.history["step"][-1]["loss"] if result.history["step"] else float("nan")
     print(
@@ -281,6 +295,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         args.seed,
         args.device,
         progress=not args.no_progress,
+        stream=args.stream,
     )
     print(results_table(results))
     print(f"\nwrote {metrics} and {figure}")
