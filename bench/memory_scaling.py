@@ -113,7 +113,7 @@ def run(quick: bool = True) -> dict:
         "rows": rows,
         "stream_peak_spread": spread,
         "flat": spread <= 0.20,
-        "note": f"{BASE_RUNS} runs x {TIMEPOINTS} TRs x {rois} ROIs at 1x; fewshot tiny, 3 steps; every window embedded",
+        "note": f"{BASE_RUNS} runs x {TIMEPOINTS} TRs x {rois} ROIs at 1x; fewshot tiny, 3 steps; all windows embedded",
     }
 
 
