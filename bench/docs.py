@@ -303,8 +303,9 @@ def write_docs(results: dict, path: Path) -> Path:
         ),
         "",
         f"GPU: {gpus}. Mode: {'quick' if results.get('quick') else 'full'}, started {results.get('started', '-')}; "
-        f"the suite took {results.get('suite_seconds', 0.0):.0f} s of wall time. Wall times depend on the other "
-        "load of the machine (see the load average); CPU seconds are printed where they were measured.",
+        f"the suite took {results.get('suite_seconds', 0.0):.0f} s of wall time and "
+        f"{results.get('suite_cpu_s', 0.0):.0f} CPU seconds (this process and its children, all threads). Wall "
+        "times depend on the other load of the machine (see the load average); CPU seconds much less so.",
         "",
         "## Summary",
         "",
