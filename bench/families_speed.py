@@ -11,7 +11,7 @@ costs when the machine is shared and wall time is not to be trusted (the load av
 
 Usage::
 
-    python bench/families_speed.py                      # CPU, 2 threads, tiny and default presets
+    python bench/families_speed.py                      # CPU, 2 threads, every preset of each family
     python bench/families_speed.py --steps 100 --presets quick --rois 122
 """
 
@@ -52,10 +52,28 @@ def run_one(family: str, preset: str | None, windows: WindowSet, steps: int, dev
     }
 
 
+QUICK_PAIRS = (
+    ("fewshot", "tiny"),
+    ("fewshot", "default"),
+    ("jepa", "tiny"),
+    ("jepa", "small"),
+    ("yaware", "tiny"),
+    ("yaware", "quick"),
+    ("lfr", "tiny"),
+    ("lfr", "quick"),
+)
+
+
+def all_pairs(families: tuple[str, ...] = ("fewshot", "jepa", "yaware", "lfr")) -> list[tuple[str, str]]:
+    """Every preset of each family, ``default`` first."""
+    from workbench.methods import get_method
+
+    return [(f, p) for f in families for p in ("default", *sorted(get_method(f).presets))]
+
+
 def run(
     quick: bool = True,
-    families: tuple[str, ...] | None = None,
-    presets: tuple[str, ...] | None = None,
+    pairs: list[tuple[str, str]] | None = None,
     steps: int | None = None,
     rois: int = 94,
     frames: int = 40,
@@ -64,22 +82,19 @@ def run(
 ) -> dict:
     """Rows of :func:`run_one` per (family, preset).
 
-    Quick: the ROI families ``fewshot``, ``jepa``, ``yaware`` and ``lfr`` at their ``tiny`` and
-    default presets, 5 steps each; full: the same at 30 steps (``recvae`` trains on volumes:
-    ``bench/recvae_epoch.py``).
+    Quick: :data:`QUICK_PAIRS` (the ROI families at ``tiny`` and their CPU-sized preset; ``jepa``'s
+    default is ViT-Base), 3 steps each; full: every preset of ``fewshot``, ``jepa``, ``yaware`` and
+    ``lfr`` at 30 steps (``recvae`` trains on volumes: ``bench/recvae_epoch.py``).
     """
-    families = families or ("fewshot", "jepa", "yaware", "lfr")
-    presets = presets or ("tiny", "default")
-    steps = steps or (5 if quick else 30)
+    pairs = list(pairs or (QUICK_PAIRS if quick else all_pairs()))
+    steps = steps or (3 if quick else 30)
     torch.set_num_threads(threads)
     # a warm-up run: the first switch to deterministic kernels imports torch's compiler stack (seconds)
-    run_one(families[0], "tiny", WindowSet(continuous_y(3, rois, 120), frames, frames), 1, "cpu")
+    run_one(pairs[0][0], "tiny", WindowSet(continuous_y(3, rois, 120), frames, frames), 1, "cpu")
     recordings = continuous_y(n_subjects=12, n_rois=rois, n_timepoints=600)
     windows = WindowSet(recordings, length=frames, stride=frames // 4)
     rows = [
-        run_one(family, None if preset == "default" else preset, windows, steps, device)
-        for family in families
-        for preset in presets
+        run_one(family, None if preset == "default" else preset, windows, steps, device) for family, preset in pairs
     ]
     return {
         "rows": rows,
@@ -94,16 +109,19 @@ def run(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--families", nargs="+", default=["fewshot", "jepa", "yaware", "lfr"])
-    parser.add_argument("--presets", nargs="+", default=["tiny", "default"])
+    parser.add_argument("--presets", nargs="+", default=None, help="default: every preset of each family")
     parser.add_argument("--steps", type=int, default=30, help="optimiser steps timed per configuration")
     parser.add_argument("--rois", type=int, default=94)
     parser.add_argument("--frames", type=int, default=40, help="window length W")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    result = run(
-        False, tuple(args.families), tuple(args.presets), args.steps, args.rois, args.frames, args.threads, args.device
+    pairs = (
+        all_pairs(tuple(args.families))
+        if args.presets is None
+        else [(f, p) for f in args.families for p in args.presets]
     )
+    result = run(False, pairs, args.steps, args.rois, args.frames, args.threads, args.device)
     print(
         f"{result['windows']} windows of {args.frames} frames × {args.rois} ROIs, {args.threads} threads on "
         f"{args.device}, {args.steps} steps each; load average {result['load_average']:.1f}"
