@@ -149,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
             print(entry["error"], file=sys.stderr)
         results["suite_seconds"] = time.perf_counter() - suite_begin
         results["suite_cpu_s"] = sum(e.get("cpu_s", 0.0) for e in results["benchmarks"].values())
-        write_json(args.results, results, default=str)  # every finished benchmark is kept
-    write_docs(results, args.docs)
+        write_json(args.results, results, default=str)  # every finished benchmark is kept,
+        write_docs(results, args.docs)  # and shown, should the suite be stopped
     print(f"[bench] {time.perf_counter() - suite_begin:.0f} s; wrote {args.results} and {args.docs}")
     return 0
 
