@@ -179,7 +179,7 @@ def _windows(result: dict, img: Path) -> list[str]:
         ),
         "",
         "A shuffled pass over every window (W = 40, batches of 256 as `dataset[indices]`) of a cohort "
-        "written one run at a time into the memory-mapped cache.",
+        "written one run at a time into the memory-mapped cache, in a fresh process.",
     ]
 
 

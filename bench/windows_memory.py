@@ -28,8 +28,11 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -153,23 +156,16 @@ def measure(args: argparse.Namespace, cache_dir: Path) -> dict:
 
 
 def run(quick: bool = True) -> dict:
-    """Quick: 100 runs (192 MB); full: 2,000 runs (3.84 GB). Batches as ``dataset[indices]``, in a temp cache."""
-    args = argparse.Namespace(
-        subjects=100 if quick else 2000,
-        rois=400,
-        timepoints=1200,
-        batch_size=256,
-        max_batches=None,
-        workers=0,
-        direct_batches=True,
-        seed=0,
-        quiet=True,
-    )
-    cache_dir = Path(tempfile.mkdtemp(prefix="workbench-bench-"))
-    try:
-        return measure(args, cache_dir)
-    finally:
-        shutil.rmtree(cache_dir, ignore_errors=True)
+    """In a fresh process (its peak RSS is its own). Quick: 100 runs (192 MB); full: 2,000 runs (3.84 GB).
+
+    Batches are read as ``dataset[indices]``, from a temporary cache.
+    """
+    subjects = "100" if quick else "2000"
+    command = [sys.executable, __file__, "--subjects", subjects, "--direct-batches", "--json", "--quiet"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"windows_memory exited with {done.returncode}: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -187,17 +183,20 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", type=Path, default=None, help="kept if given; default a temp dir, removed")
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON line at the end")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args()
-    args.quiet = False
     if args.cache_dir is not None:
         args.cache_dir.mkdir(parents=True, exist_ok=True)
-        measure(args, args.cache_dir)
-        return
-    cache_dir = Path(tempfile.mkdtemp(prefix="workbench-bench-"))
-    try:
-        measure(args, cache_dir)
-    finally:
-        shutil.rmtree(cache_dir, ignore_errors=True)
+        result = measure(args, args.cache_dir)
+    else:
+        cache_dir = Path(tempfile.mkdtemp(prefix="workbench-bench-"))
+        try:
+            result = measure(args, cache_dir)
+        finally:
+            shutil.rmtree(cache_dir, ignore_errors=True)
+    if args.json:
+        print(json.dumps(result))
 
 
 if __name__ == "__main__":
