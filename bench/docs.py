@@ -199,7 +199,7 @@ def _memory(result: dict, img: Path) -> list[str]:
     _figure(img / "memory_scaling.png", draw)
     verdict = "flat" if result["flat"] else "NOT flat"
     return [
-        f"{result['note']}. Each row is a fresh process; peak RSS is `ru_maxrss`. `stream` memory-maps "
+        f"{result['note']}. Each row is a fresh process; peak RSS is its `VmHWM`. `stream` memory-maps "
         "the runs from the cache (what `load_recordings(..., stream=True)` and cohorts over the threshold "
         "do); `memory` holds them in RAM.",
         "",

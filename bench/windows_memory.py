@@ -150,7 +150,7 @@ def measure(args: argparse.Namespace, cache_dir: Path) -> dict:
         "windows_per_s": seen / loop_s,
         "mb_per_s": seen * WINDOW * args.rois * 4 / loop_s / 1e6,
         "windows_per_cpu_s": seen / cpu_s,
-        "peak_rss_mb": maxrss,
+        "peak_rss_mb": status.get("VmHWM", maxrss),  # ru_maxrss keeps the peak of the parent across exec
         "peak_rss_anon_mb": peak_anon,
     }
 
