@@ -6,10 +6,10 @@ synthesises the cohort one run at a time into a :class:`~workbench.data.cache.Ru
 ``load_recordings(..., stream=True)`` takes; ``stream=False``: every run kept in memory),
 trains ``fewshot`` (``tiny`` preset) for a few optimiser steps on the closed-protocol training
 windows, then embeds every window (stride W) with :func:`~workbench.evaluation.embed_windows`
-writing into an ``.npy`` memory map. It reports the peak resident set
-(``resource.getrusage(RUSAGE_SELF).ru_maxrss``: anonymous memory plus mapped file pages that
-were resident; ``VmHWM`` on Linux, where ``ru_maxrss`` would carry over the peak of the
-process that started it) and the cohort's size. Streamed, the peak should not grow with the cohort
+writing into an ``.npy`` memory map. It reports the peak resident set (anonymous memory plus
+mapped file pages that were resident: ``VmHWM`` on Linux, ``getrusage(RUSAGE_SELF).ru_maxrss``
+elsewhere; on Linux ``ru_maxrss`` would carry over the peak of the process that started it) and
+the cohort's size. Streamed, the peak should not grow with the cohort
 (within 20 %); in memory, it grows by the cohort's bytes.
 
 Usage::
