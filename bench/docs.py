@@ -193,8 +193,8 @@ def _memory(result: dict, img: Path) -> list[str]:
                 ax.plot(*zip(*pts, strict=True), marker="o", color=colour, label=mode)
         ax.set_xlabel("cohort MB")
         ax.set_ylabel("peak RSS MB")
-        ax.set_ylim(bottom=0)
-        ax.legend(fontsize=8)
+        ax.set_ylim(0, 1.15 * max(r["peak_rss_mb"] for r in rows))
+        ax.legend(fontsize=8, loc="lower right")
 
     _figure(img / "memory_scaling.png", draw)
     verdict = "flat" if result["flat"] else "NOT flat"
