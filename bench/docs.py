@@ -245,8 +245,9 @@ def _generic(result: dict, img: Path) -> list[str]:
     if isinstance(result.get("rows"), list) and result["rows"] and isinstance(result["rows"][0], dict):
         out += [generic_table(result["rows"]), ""]
     if "output" in result:
+        how = f"`{' '.join(result['arguments'])}`" if result["arguments"] else "Without arguments"
         out += [
-            f"`{' '.join(result['arguments'])}` ({result['seconds']:.0f} s):",
+            f"{how} ({result['seconds']:.0f} s):",
             "",
             "```",
             result["output"].strip(),
