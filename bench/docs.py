@@ -321,13 +321,20 @@ def write_docs(results: dict, path: Path) -> Path:
     lines.append(
         table(
             [
-                {"name": f"`{n}`", "state": state(e), "seconds": e.get("seconds"), "quick": e.get("quick")}
+                {
+                    "name": f"`{n}`",
+                    "state": state(e),
+                    "seconds": e.get("seconds"),
+                    "cpu_s": e.get("cpu_s"),
+                    "quick": e.get("quick"),
+                }
                 for n, e in benchmarks.items()
             ],
             [
                 ("name", "benchmark", _text),
                 ("state", "state", _text),
                 ("seconds", "wall s", _num(0)),
+                ("cpu_s", "CPU s", _num(0)),
                 ("quick", "quick", _text),
             ],
         )
