@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -123,6 +124,21 @@ def main() -> None:
         print(f"  {key}: " + ", ".join(f"{r['seconds']} s / {r['steps']}" for r in runs))
     if args.json:
         args.json.write_text(json.dumps({"results": everything, "training": timings}, indent=1))
+
+
+def run(quick: bool = True) -> dict:
+    """The identification tables as printed. Quick: closed-set at W = 40, 100 episodes, 50 training
+    steps, no untrained encoder, runs in a temporary folder; full: the README's command (both
+    protocols, 10 splits)."""
+    from bench.script import script_output
+
+    with tempfile.TemporaryDirectory(prefix="workbench-fewshot-") as folder:
+        if quick:
+            arguments = ["--windows", "40", "--protocols", "closed", "--episodes", "100", "--no-untrained"]
+            arguments += ["--set", "max_steps=50"]
+        else:
+            arguments = ["--open-splits", "10"]
+        return script_output(__file__, [*arguments, "--runs", folder])
 
 
 if __name__ == "__main__":

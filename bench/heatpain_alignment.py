@@ -143,5 +143,12 @@ def main() -> None:
         print(f"figure: {args.figure}")
 
 
+def run(quick: bool = True) -> dict:
+    """The evidence as printed (the same in both modes)."""
+    from bench.script import script_output
+
+    return script_output(__file__, [])
+
+
 if __name__ == "__main__":
     main()

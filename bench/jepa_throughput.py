@@ -90,6 +90,55 @@ def run_one(device: str, preset: str, n_rois: int, n_frames: int, batch: int, st
     }
 
 
+def measure(devices: list[str], presets: list[str], grids: list[str], threads: int = 2) -> list[dict]:
+    """One fresh process per (device, grid, preset); a failed one is a row with its ``error``."""
+    import torch
+
+    rows = []
+    for device in devices:
+        if device == "cuda" and not torch.cuda.is_available():
+            print("cuda: no GPU visible, skipped", file=sys.stderr)
+            continue
+        for grid in grids:
+            n_rois, n_frames = (int(v) for v in grid.split("x"))
+            for preset in presets:
+                batch, steps = SETTINGS[device][preset]
+                spec = dict(
+                    device=device,
+                    preset=preset,
+                    n_rois=n_rois,
+                    n_frames=n_frames,
+                    batch=batch,
+                    steps=steps,
+                    threads=threads,
+                )
+                done = subprocess.run(
+                    [sys.executable, __file__, "--worker", json.dumps(spec)],
+                    capture_output=True,
+                    text=True,
+                    env={**os.environ, "PYTHONWARNINGS": "ignore"},
+                )
+                if done.returncode != 0:
+                    rows.append({"device": device, "preset": preset, "grid": grid, "error": done.stderr[-2000:]})
+                    print(f"{device} {preset} {grid} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
+                    continue
+                rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+                print(f"  done {device} {preset} {grid}: {rows[-1]['samples_per_s']:.2f} samples/s", file=sys.stderr)
+    return rows
+
+
+def run(quick: bool = True) -> dict:
+    """Samples/s as the tokens ``R x T/p`` grow.
+
+    Quick: ``tiny`` on 94, 200 and 450 ROIs x 160 frames (CPU); full: ``tiny``, ``small`` and
+    ``base`` on the same grids, and on CUDA too when a GPU is visible.
+    """
+    grids = ["94x160", "200x160", "450x160"]
+    if quick:
+        return {"rows": measure(["cpu"], ["tiny"], grids), "threads": 2}
+    return {"rows": measure(["cpu", "cuda"], ["tiny", "small", "base"], grids), "threads": 2}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--devices", nargs="+", default=["cpu"], choices=["cpu", "cuda"])
@@ -101,39 +150,7 @@ def main() -> None:
     if args.worker:
         print(json.dumps(run_one(**json.loads(args.worker))))
         return
-
-    import torch
-
-    rows = []
-    for device in args.devices:
-        if device == "cuda" and not torch.cuda.is_available():
-            print("cuda: no GPU visible, skipped", file=sys.stderr)
-            continue
-        for grid in args.grids:
-            n_rois, n_frames = (int(v) for v in grid.split("x"))
-            for preset in args.presets:
-                batch, steps = SETTINGS[device][preset]
-                spec = dict(
-                    device=device,
-                    preset=preset,
-                    n_rois=n_rois,
-                    n_frames=n_frames,
-                    batch=batch,
-                    steps=steps,
-                    threads=args.threads,
-                )
-                done = subprocess.run(
-                    [sys.executable, __file__, "--worker", json.dumps(spec)],
-                    capture_output=True,
-                    text=True,
-                    env={**os.environ, "PYTHONWARNINGS": "ignore"},
-                )
-                if done.returncode != 0:
-                    print(f"{device} {preset} {grid} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
-                    continue
-                rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-                r = rows[-1]
-                print(f"  done {device} {preset} {grid}: {r['samples_per_s']:.2f} samples/s", file=sys.stderr)
+    rows = [r for r in measure(args.devices, args.presets, args.grids, args.threads) if "error" not in r]
     load = os.getloadavg()[0]
     print(
         f"\nBrain-JEPA training throughput (CPU threads {args.threads}, load average {load:.1f}; "

@@ -171,5 +171,17 @@ def main() -> None:
         print(f"[{time.perf_counter() - t0:.0f} s]")
 
 
+def run(quick: bool = True) -> dict:
+    """The tables as printed. Quick: identification only, 5 epochs, 100 episodes, runs in a temporary
+    folder; full: the script's defaults."""
+    import tempfile
+
+    from bench.script import script_output
+
+    with tempfile.TemporaryDirectory(prefix="workbench-recvae-") as folder:
+        arguments = ["--epochs", "5", "--episodes", "100", "--parts", "identify", "--k-shots", "1,4"] if quick else []
+        return script_output(__file__, [*arguments, "--runs", folder])
+
+
 if __name__ == "__main__":
     main()

@@ -1,7 +1,7 @@
 """Memory benchmark: stream a cohort larger than it is wise to load through WindowDataset.
 
 Synthesises ``--subjects`` runs of ``--timepoints`` x ``--rois`` float32 one subject at a
-time into a memmap cache (:func:`workbench.data.windows.memmap_recordings` consuming a
+time into a memmap cache (:func:`workbench.data.cache.memmap_recordings` consuming a
 generator), fits a :class:`Standardizer` on the first half of every run, then iterates
 a shuffled DataLoader over all windows (W=40, stride 40) and prints throughput and
 memory. The default size is 2,000 x 400 x 1,200 (3.84 GB on disk).
@@ -28,8 +28,11 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -74,7 +77,8 @@ def _cohort(n_subjects: int, n_timepoints: int, n_rois: int, seed: int) -> Itera
         yield Recording(f"bench-{s + 1:05d}", "1", data, 0.72)
 
 
-def run(args: argparse.Namespace, cache_dir: Path) -> None:
+def measure(args: argparse.Namespace, cache_dir: Path) -> dict:
+    """Write, fit and iterate as the module says; print the figures and return them."""
     need = args.subjects * args.timepoints * args.rois * 4
     free = shutil.disk_usage(cache_dir).free
     if free < 1.1 * need:
@@ -82,7 +86,12 @@ def run(args: argparse.Namespace, cache_dir: Path) -> None:
     print(f"start: {_status_mb()}")
 
     tic = time.perf_counter()
-    cohort = tqdm(_cohort(args.subjects, args.timepoints, args.rois, args.seed), total=args.subjects, desc="write")
+    cohort = tqdm(
+        _cohort(args.subjects, args.timepoints, args.rois, args.seed),
+        total=args.subjects,
+        desc="write",
+        disable=args.quiet,
+    )
     recordings = memmap_recordings(cohort, cache_dir, key=lambda rec: f"seed{args.seed}")
     write_s = time.perf_counter() - tic
     on_disk = sum(Path(rec.meta["cache_file"]).stat().st_size for rec in recordings)
@@ -110,7 +119,7 @@ def run(args: argparse.Namespace, cache_dir: Path) -> None:
     n_batches = len(loader) if args.max_batches is None else min(args.max_batches, len(loader))
     peak_anon, seen, checksum = 0.0, 0, 0.0
     tic, cpu = time.perf_counter(), time.process_time()
-    for batch in tqdm(loader, total=n_batches, desc="iterate"):
+    for batch in tqdm(loader, total=n_batches, desc="iterate", disable=args.quiet):
         checksum += float(batch["x"].sum())  # consume the batch
         seen += batch["x"].shape[0]
         peak_anon = max(peak_anon, _status_mb().get("RssAnon", 0.0))
@@ -125,12 +134,38 @@ def run(args: argparse.Namespace, cache_dir: Path) -> None:
         f"(process CPU time, robust to a busy machine); mean of z-scored values "
         f"{checksum / (seen * WINDOW * args.rois):+.4f}"
     )
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
-        f"peak RSS: ru_maxrss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB, "
+        f"peak RSS: ru_maxrss {maxrss:.0f} MB, "
         f"VmHWM {status.get('VmHWM', float('nan')):.0f} MB (anonymous + mapped file pages); "
         f"peak RssAnon {peak_anon:.0f} MB (owned memory, sampled per batch); "
         f"now RssFile {status.get('RssFile', float('nan')):.0f} MB; cohort {on_disk / 1e6:,.0f} MB"
     )
+    return {
+        "cohort": f"{args.subjects} x {args.timepoints} TRs x {args.rois} ROIs",
+        "cohort_mb": on_disk / 1e6,
+        "write_s": write_s,
+        "write_mb_per_s": on_disk / 1e6 / write_s,
+        "windows_read": seen,
+        "windows_per_s": seen / loop_s,
+        "mb_per_s": seen * WINDOW * args.rois * 4 / loop_s / 1e6,
+        "windows_per_cpu_s": seen / cpu_s,
+        "peak_rss_mb": status.get("VmHWM", maxrss),  # ru_maxrss keeps the peak of the parent across exec
+        "peak_rss_anon_mb": peak_anon,
+    }
+
+
+def run(quick: bool = True) -> dict:
+    """In a fresh process (its peak RSS is its own). Quick: 100 runs (192 MB); full: 2,000 runs (3.84 GB).
+
+    Batches are read as ``dataset[indices]``, from a temporary cache.
+    """
+    subjects = "100" if quick else "2000"
+    command = [sys.executable, __file__, "--subjects", subjects, "--direct-batches", "--json", "--quiet"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"windows_memory exited with {done.returncode}: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -148,16 +183,20 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", type=Path, default=None, help="kept if given; default a temp dir, removed")
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON line at the end")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args()
     if args.cache_dir is not None:
         args.cache_dir.mkdir(parents=True, exist_ok=True)
-        run(args, args.cache_dir)
-        return
-    cache_dir = Path(tempfile.mkdtemp(prefix="workbench-bench-"))
-    try:
-        run(args, cache_dir)
-    finally:
-        shutil.rmtree(cache_dir, ignore_errors=True)
+        result = measure(args, args.cache_dir)
+    else:
+        cache_dir = Path(tempfile.mkdtemp(prefix="workbench-bench-"))
+        try:
+            result = measure(args, cache_dir)
+        finally:
+            shutil.rmtree(cache_dir, ignore_errors=True)
+    if args.json:
+        print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from workbench.data.cache import release_pages
 from workbench.data.normalize import Standardizer
 from workbench.data.recording import Recording
 from workbench.data.volume_runs import prepare_volume_runs
@@ -88,12 +89,17 @@ def as_frames(recordings: Sequence[Recording]) -> list[Recording]:
 
 
 def content_digest(recording: Recording) -> str:
-    """blake2b of a run's dtype, shape and values (kept in ``meta`` so it is computed once)."""
+    """blake2b of a run's dtype, shape and values (kept in ``meta`` so it is computed once).
+
+    A memory-mapped run is read in chunks whose pages are released after each, so hashing a
+    streamed cohort never makes it resident.
+    """
     if "content_digest" not in recording.meta:
         data = recording.data
         digest = hashlib.blake2b(f"{data.dtype.str}{data.shape}".encode(), digest_size=16)
         for lo in range(0, max(data.shape[0], 1), _DIGEST_CHUNK_FRAMES):
             digest.update(np.ascontiguousarray(data[lo : lo + _DIGEST_CHUNK_FRAMES]).tobytes())
+            release_pages(data)
         recording.meta["content_digest"] = digest.hexdigest()
     return recording.meta["content_digest"]
 

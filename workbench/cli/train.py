@@ -59,6 +59,7 @@ def train_on_dataset(
     protocol: str = "closed",
     progress: bool = True,
     force_new: bool = False,
+    stream: bool | None = None,
 ):
     """Train a family on a catalog dataset (``workbench train``); resumes the same run in ``out``.
 
@@ -82,6 +83,9 @@ def train_on_dataset(
         ``"first-run"`` keeps every run but each subject's first unseen, for cross-run queries.
     force_new : bool
         Start again even if ``out`` holds a checkpoint (of this or another run).
+    stream : bool, optional
+        Memory-map the dataset's runs from the cache instead of reading them into memory
+        (default: when the dataset is larger than the stream threshold; see ``load_recordings``).
 
     Returns
     -------
@@ -96,7 +100,7 @@ def train_on_dataset(
 
     overrides, train_overrides = split_settings(method, dict(settings or {}))
     get_method(method).make_config(preset, **overrides)  # a typo fails before data are read
-    recordings = as_frames(load_recordings(dataset, progress=progress))
+    recordings = as_frames(load_recordings(dataset, progress=progress, stream=stream))
     windows = training_windows(recordings, window, protocol)
     torch.manual_seed(int(train_overrides.get("seed", 0)))
     model = build_method(method, windows.spec(), preset, overrides)
@@ -154,6 +158,7 @@ def evaluate_run(
     device: str = "auto",
     progress: bool = True,
     queries: str = "within-run",
+    stream: bool | None = None,
 ) -> tuple[dict[str, Any], Path, Path]:
     """Closed-set identification of a trained run beside the baselines (``workbench evaluate``).
 
@@ -161,7 +166,7 @@ def evaluate_run(
     too. ``queries`` is ``"within-run"`` (second halves of the runs) or ``"cross-run"`` (each
     subject's other runs; :func:`workbench.evaluation.closed_set`). A run that may have seen the
     query windows of the dataset's subjects is refused (the leak guard reads the protocol from
-    the checkpoint).
+    the checkpoint). ``stream`` as in :func:`train_on_dataset`.
 
     Returns
     -------
@@ -178,7 +183,7 @@ def evaluate_run(
     run = Path(run)
     run_dir = run if run.is_dir() else run.parent
     model, standardizer, state = load_method(run, device=device)
-    recordings = as_frames(load_recordings(dataset, progress=progress))
+    recordings = as_frames(load_recordings(dataset, progress=progress, stream=stream))
     recordings = eligible_recordings(recordings, queries)  # cross-run: subjects with two runs or more
     _leak_guard(run_dir, state, dataset, {r.subject for r in recordings}, queries)
     if recordings[0].n_rois != model.n_features:
@@ -210,6 +215,12 @@ def evaluate_run(
     with atomic_path(figure_path) as tmp:
         figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
     return results, metrics_path, figure_path
+
+
+STREAM_HELP = (
+    "memory-map the runs from the cache instead of reading them into memory (default: only when the "
+    "dataset holds more than $WORKBENCH_STREAM_BYTES, 2 GiB)"
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -245,6 +256,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "first-run: each subject's first run (for cross-run queries)",
     )
     train.add_argument("--force-new", action="store_true", help="start again even if --out holds a checkpoint")
+    train.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None, help=STREAM_HELP)
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.set_defaults(handler=run_train)
 
@@ -265,6 +277,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    evaluate.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None, help=STREAM_HELP)
     evaluate.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     decoding = evaluate.add_argument_group("decoding (--task decoding)")
     decoding.add_argument(
@@ -301,6 +314,7 @@ def run_train(args: argparse.Namespace) -> int:
         args.protocol,
         progress=not args.no_progress,
         force_new=args.force_new,
+        stream=args.stream,
     )
     last = result.history["step"][-1]["loss"] if result.history["step"] else float("nan")
     print(
@@ -337,6 +351,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         args.device,
         progress=not args.no_progress,
         queries=args.queries,
+        stream=args.stream,
     )
     print(results_table(results))
     print(f"\nwrote {metrics} and {figure}")

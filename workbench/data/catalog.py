@@ -16,6 +16,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from workbench.data.cache import RunCollector
 from workbench.data.catalog_schema import (
     DEFAULT_CATALOG,
     Catalog,
@@ -229,13 +230,17 @@ def per_file_policy(entry: Entry) -> str:
     return "keep" if entry.read.constant == "drop" else entry.read.constant
 
 
-def _read_entry(catalog: Catalog, entry: Entry, progress: bool) -> list[Recording]:
-    recordings = []
+def _read_entry(catalog: Catalog, entry: Entry, progress: bool, collector: RunCollector) -> list[Recording]:
     labelled = _labelled_files(catalog, entry, progress)
     for item, ids in tqdm(labelled, desc=f"reading {entry.name}", disable=not progress, leave=False):
-        recordings.extend(read_entry_file(catalog, entry, item, ids, per_file_policy(entry)))
-    check_unique_runs(entry, recordings)
-    return unify_categories(apply_constant_policy(recordings, entry.read.constant))
+        collector.add(read_entry_file(catalog, entry, item, ids, per_file_policy(entry)))
+    check_unique_runs(entry, collector.runs)
+    return unify_categories(apply_constant_policy(collector.runs, entry.read.constant, store=collector.store))
+
+
+def memmap_dir(name: str) -> Path:
+    """Where the runs of dataset ``name`` are cached as ``.npy`` when it is streamed."""
+    return cache_root() / "memmap" / re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
 def _run_order(recording: Recording) -> tuple[list[Any], list[Any]]:
@@ -257,8 +262,26 @@ def _check_modality(entry: Entry, recordings: list[Recording]) -> None:
         )
 
 
-def load_recordings(name: str, catalog: Catalog | None = None, progress: bool = True) -> list[Recording]:
+def load_recordings(
+    name: str, catalog: Catalog | None = None, progress: bool = True, stream: bool | None = None
+) -> list[Recording]:
     """Fetch, verify and read dataset ``name``.
+
+    Parameters
+    ----------
+    name : str
+        A catalog entry.
+    catalog : Catalog, optional
+        Default: the project's ``data_catalog.yaml``.
+    progress : bool
+        Progress bars for fetching and reading.
+    stream : bool, optional
+        ``True``: each run is written once into the cache (:func:`memmap_dir`) as it is read and
+        the recordings' ``data`` are read-only memory maps, so the cohort is never held in memory
+        (windows, training, embedding and evaluation read only the frames they need);
+        ``False``: every run in memory; ``None`` (default): in memory unless the dataset holds
+        more than :func:`~workbench.data.cache.stream_threshold` bytes (2 GiB, or
+        ``$WORKBENCH_STREAM_BYTES``). Synthetic entries are generated whole before they are mapped.
 
     Returns
     -------
@@ -282,7 +305,7 @@ def load_recordings(name: str, catalog: Catalog | None = None, progress: bool = 
     source = entry.source
     if source.kind == "union":
         _prefetch_union(catalog, entry, progress)
-        parts = [load_recordings(member, catalog, progress) for member in source.entries]
+        parts = [load_recordings(member, catalog, progress, stream) for member in source.entries]
         recordings = [r for part in parts for r in part]
         try:
             check_same_roi_count(recordings)
@@ -297,12 +320,15 @@ def load_recordings(name: str, catalog: Catalog | None = None, progress: bool = 
                     f"{clash!r} and {rec.meta['dataset']!r}; members need distinct ids"
                 )
         return recordings
+    collector = RunCollector(memmap_dir(name), stream)
     if source.kind == "synthetic":
-        recordings = generate(source.generator, **source.params)
-        for rec in recordings:
+        generated = generate(source.generator, **source.params)
+        for rec in generated:
             rec.meta.setdefault("dataset", name)
+        collector.add(generated)
+        recordings = collector.runs
     else:
-        recordings = _read_entry(catalog, entry, progress)
+        recordings = _read_entry(catalog, entry, progress, collector)
     _check_modality(entry, recordings)
     check_same_roi_count(recordings)
     return sorted(recordings, key=_run_order)
@@ -337,6 +363,7 @@ __all__ = [
     "load_catalog",
     "load_recordings",
     "local_files",
+    "memmap_dir",
     "per_file_policy",
     "read_entry_file",
 ]

@@ -11,11 +11,13 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
+from workbench.data.cache import release_pages
 from workbench.data.recording import Recording
 from workbench.errors import DataError
 
@@ -70,7 +72,16 @@ def check_roi_series(
     return np.delete(series, flat, axis=1), roi_names, flat
 
 
-def apply_constant_policy(recordings: list[Recording], constant: ConstantPolicy) -> list[Recording]:
+def _constant_columns(data: np.ndarray) -> list[int]:
+    """0-based columns of a ``(T, R)`` run that never change (a memory map's pages are released)."""
+    flat = np.flatnonzero(np.ptp(np.asarray(data), axis=0) == 0).tolist()
+    release_pages(data)
+    return flat
+
+
+def apply_constant_policy(
+    recordings: list[Recording], constant: ConstantPolicy, store: Callable[[Recording], Recording] | None = None
+) -> list[Recording]:
     """Apply the constant-ROI policy to a whole dataset of ``(T, R)`` runs.
 
     ``"error"`` raises naming the first run and its constant ROIs; ``"keep"`` changes nothing;
@@ -78,15 +89,19 @@ def apply_constant_policy(recordings: list[Recording], constant: ConstantPolicy)
     one ROI count, warns naming them, and records ``meta["dropped_rois"]`` (0-based indices into
     the runs' columns) and ``meta["dropped_roi_names"]`` (when names are known). Volumes pass.
 
+    ``store`` (e.g. :meth:`workbench.data.cache.RunCollector.store`) receives each changed run as
+    soon as it is built, so a streamed dataset keeps at most one run in memory.
+
     Returns
     -------
     list of Recording
-        New Recording objects for the runs that changed, the others as given.
+        New Recording objects for the runs that changed (as ``store`` returned them), the others
+        as given.
     """
     series = [r for r in recordings if r.data.ndim == 2]
     if constant == "keep" or not series:
         return recordings
-    flat_by_run = {id(r): np.flatnonzero(np.ptp(np.asarray(r.data), axis=0) == 0).tolist() for r in series}
+    flat_by_run = {id(r): _constant_columns(r.data) for r in series}
     if constant == "error":
         for rec in series:
             if flat_by_run[id(rec)]:
@@ -118,7 +133,9 @@ def apply_constant_policy(recordings: list[Recording], constant: ConstantPolicy)
             meta["roi_names"] = [n for i, n in enumerate(rec.meta["roi_names"]) if i not in set(flat)]
             meta["dropped_roi_names"] = [rec.meta["roi_names"][i] for i in flat]
         data = np.delete(np.asarray(rec.data), flat, axis=1)
-        out.append(Recording(rec.subject, rec.session, data, rec.tr, meta, rec.frame_labels))
+        changed = Recording(rec.subject, rec.session, data, rec.tr, meta, rec.frame_labels)
+        out.append(store(changed) if store is not None else changed)
+        release_pages(rec.data)
     return out
 
 

@@ -17,15 +17,19 @@ Either way no query frame was ever seen in a support window (checked by ``assert
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from workbench.data.cache import release_pages
 from workbench.data.recording import Recording
 from workbench.data.windows import WindowSet, assert_disjoint
 from workbench.errors import ConfigError, DataError
+from workbench.files import atomic_path
 
 QUERIES = ("within-run", "cross-run")
 """Where query windows come from: the second half of the support run, or another run."""
@@ -170,7 +174,22 @@ def identification_pools(
     return support, query
 
 
-def embed_windows(embed_fn: EmbedFn, windows: WindowSet, batch_size: int = 512, progress: bool = False) -> np.ndarray:
+def _checked(embedding: np.ndarray, n: int) -> np.ndarray:
+    embedding = np.asarray(embedding, dtype=np.float32)
+    if embedding.ndim != 2 or embedding.shape[0] != n:
+        raise DataError(
+            f"the embedding function returned shape {embedding.shape} for {n} windows; it must map (n, W, R) to (n, D)"
+        )
+    return embedding
+
+
+def embed_windows(
+    embed_fn: EmbedFn,
+    windows: WindowSet,
+    batch_size: int = 512,
+    progress: bool = False,
+    out: str | os.PathLike | np.ndarray | None = None,
+) -> np.ndarray:
     """Embed every window of a WindowSet, streaming in batches.
 
     Parameters
@@ -183,25 +202,54 @@ def embed_windows(embed_fn: EmbedFn, windows: WindowSet, batch_size: int = 512, 
         Windows materialised at a time.
     progress : bool
         Show a ``tqdm`` progress bar.
+    out : path or numpy.ndarray, optional
+        Where the embeddings go, batch by batch, so that neither the windows nor the
+        embeddings of a large cohort are ever held in memory together. A path (``.npy``) is
+        written as a memory map in a temporary file beside it that replaces the target only
+        once every batch is in (:func:`workbench.files.atomic_path`): after an error no
+        half-written file remains. An array (e.g. ``np.lib.format.open_memmap``) of shape
+        ``(len(windows), D)`` is filled in place. Default: a new in-memory array.
 
     Returns
     -------
     numpy.ndarray
-        ``(len(windows), D)`` float32 embeddings.
+        ``(len(windows), D)`` float32 embeddings; for a path, ``np.load(path, mmap_mode="r")``.
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size={batch_size} must be >= 1")
-    starts = range(0, len(windows), batch_size)
-    parts = []
-    for start in tqdm(starts, desc="embed", disable=not progress):
-        index = np.arange(start, min(start + batch_size, len(windows)))
-        parts.append(np.asarray(embed_fn(windows.get(index)), dtype=np.float32))
-    if not parts:
+    if len(windows) == 0:
         raise DataError("embed_windows got an empty WindowSet")
-    embeddings = np.concatenate(parts, axis=0)
-    if embeddings.ndim != 2 or embeddings.shape[0] != len(windows):
-        raise DataError(
-            f"the embedding function returned shape {embeddings.shape} for {len(windows)} "
-            "windows; it must map (n, W, R) to (n, D)"
-        )
-    return embeddings
+    batches = [np.arange(s, min(s + batch_size, len(windows))) for s in range(0, len(windows), batch_size)]
+    batches = tqdm(batches, desc="embed", disable=not progress)
+    if out is None:
+        parts = [_checked(embed_fn(windows.get(index)), len(index)) for index in batches]
+        return _checked(np.concatenate(parts, axis=0), len(windows))
+    if isinstance(out, np.ndarray):
+        for index in batches:
+            part = _checked(embed_fn(windows.get(index)), len(index))
+            if out.shape != (len(windows), part.shape[1]):
+                raise ConfigError(
+                    f"out has shape {out.shape} but the embeddings are {(len(windows), part.shape[1])}; "
+                    "give an array of that shape, or a path"
+                )
+            out[index] = part
+        return out
+    path = Path(out)
+    with atomic_path(path) as tmp:
+        target = None
+        for index in batches:
+            part = _checked(embed_fn(windows.get(index)), len(index))
+            if target is None:
+                target = np.lib.format.open_memmap(
+                    tmp, mode="w+", dtype=np.float32, shape=(len(windows), part.shape[1])
+                )
+            elif part.shape[1] != target.shape[1]:
+                raise DataError(
+                    f"the embedding function returned {part.shape[1]} features for windows {index[0]}.., "
+                    f"{target.shape[1]} before; it must give one dimension D"
+                )
+            target[index] = part
+            target.flush()
+            release_pages(target)
+        del target
+    return np.load(path, mmap_mode="r")

@@ -1,0 +1,1 @@
+"""Benchmarks: each module exposes ``run(quick: bool) -> dict``; ``python -m bench`` runs them all."""
