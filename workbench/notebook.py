@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from workbench.data.windows import WindowSet
 from workbench.errors import ConfigError
 from workbench.files import write_json
+from workbench.methods import get_method
 from workbench.runs import TrainedFactory, check_methods, encoder_factory, untrained_factory
 
 PLAN_FILE = "training_plan.json"
@@ -113,6 +114,29 @@ def method_factories(plan: TrainingPlan, run_root: str | Path, progress: bool = 
             progress=progress,
         )
         for name in plan.methods
+    }
+
+
+def readout_factories(plan: TrainingPlan, run_root: str | Path, progress: bool = True) -> dict[str, TrainedFactory]:
+    """``{"<family> · <readout>": factory}`` for every other readout of the plan's token families.
+
+    Each shares its family's trained run (the readout is not part of the run's cache key), so it
+    adds an identification row such as ``jepa · roi`` (per-ROI pooling) without training again.
+    """
+    return {
+        f"{name} · {readout}": encoder_factory(
+            name,
+            preset=plan.presets.get(name),
+            train_overrides=plan.engine(name),
+            run_root=Path(run_root),
+            device=plan.device,
+            seed=plan.seed,
+            progress=progress,
+            readout=readout,
+        )
+        for name in plan.methods
+        for readout in get_method(name).readouts
+        if readout != "mean"
     }
 
 
@@ -278,6 +302,7 @@ __all__ = [
     "identification_metrics",
     "method_factories",
     "neighbour_agreement",
+    "readout_factories",
     "runs_table",
     "save_training_plan",
     "training_plan",

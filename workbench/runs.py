@@ -96,9 +96,25 @@ def windows_digest(windows: WindowSet) -> str:
     return h.hexdigest()[:16]
 
 
-def embed_function(method: Method, standardizer: Standardizer, batch_size: int = 256) -> EmbedFn:
-    """Wrap a trained family as ``(n, W, F) float32 -> (n, D) float32`` (eval mode, no grad)."""
+def check_readout(method: str, readout: str) -> str:
+    """``readout`` if family ``method`` offers it (``Method.readouts``), else a ConfigError listing them."""
+    offered = get_method(method).readouts
+    if readout not in offered:
+        raise ConfigError(f"{method!r} has no readout {readout!r}; it offers {list(offered)}")
+    return readout
+
+
+def embed_function(method: Method, standardizer: Standardizer, batch_size: int = 256, readout: str = "mean") -> EmbedFn:
+    """Wrap a trained family as ``(n, W, F) float32 -> (n, D) float32`` (eval mode, no grad).
+
+    ``readout`` picks how a family with a token grid pools it (``Method.readouts``; e.g. jepa's
+    ``"roi"``); ``"mean"`` is every family's ``embed(x)``.
+    """
     device = next(method.parameters()).device
+    check_readout(method.name, readout)
+
+    def pooled(x: torch.Tensor) -> torch.Tensor:
+        return method.embed(x) if readout == "mean" else method.embed(x, readout=readout)
 
     def embed(windows: np.ndarray) -> np.ndarray:
         method.eval()
@@ -106,7 +122,7 @@ def embed_function(method: Method, standardizer: Standardizer, batch_size: int =
         with torch.no_grad():
             for i in range(0, len(windows), batch_size):
                 x = torch.from_numpy(standardizer.transform(windows[i : i + batch_size])).to(device)
-                out.append(method.embed(x).float().cpu().numpy())
+                out.append(pooled(x).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
     return embed
@@ -159,6 +175,9 @@ class TrainedFactory:
         Folder under which each training gets its own cached run folder.
     device, seed, progress
         Passed to the engine.
+    readout : str
+        How the embedding pools (``Method.readouts``, e.g. jepa's ``"roi"``). It is not part of the
+        run's cache key, so factories that differ only in readout share one trained run.
 
     Attributes
     ----------
@@ -176,8 +195,10 @@ class TrainedFactory:
         device: str = "auto",
         seed: int = 0,
         progress: bool = True,
+        readout: str = "mean",
     ) -> None:
         self.method, self.preset = method, preset
+        self.readout = check_readout(method, readout)
         self.overrides = dict(overrides or {})
         self.train_overrides = {"device": device, "seed": seed, **(train_overrides or {})}
         self.run_root, self.seed, self.progress = Path(run_root), seed, progress
@@ -219,7 +240,7 @@ class TrainedFactory:
 
     def __call__(self, windows: WindowSet) -> EmbedFn:
         result = self.fit(windows)
-        return embed_function(result.method, result.standardizer)
+        return embed_function(result.method, result.standardizer, readout=self.readout)
 
 
 def encoder_factory(method: str, **kwargs: Any) -> TrainedFactory:
@@ -228,13 +249,20 @@ def encoder_factory(method: str, **kwargs: Any) -> TrainedFactory:
 
 
 def untrained_factory(
-    method: str, preset: str | None = None, overrides: dict[str, Any] | None = None, seed: int = 0, device: str = "auto"
+    method: str,
+    preset: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    readout: str = "mean",
 ) -> EncoderFactory:
     """The same encoder, randomly initialised from ``seed`` and never trained.
 
     Data-dependent buffers (``Method.prepare``) and the standardizer are still fitted on the
-    training windows, so the only difference from a trained encoder is training.
+    training windows, so the only difference from a trained encoder is training. ``readout``
+    as :class:`TrainedFactory`.
     """
+    check_readout(method, readout)
 
     def factory(windows: WindowSet) -> EmbedFn:
         torch.manual_seed(seed)
@@ -242,7 +270,7 @@ def untrained_factory(
         standardizer = Standardizer(make_train_config(m).normalization).fit(windows)
         prepare_method(m, windows, standardizer)
         m.to(resolve_device(device)).eval()
-        return embed_function(m, standardizer)
+        return embed_function(m, standardizer, readout=readout)
 
     return factory
 
@@ -256,6 +284,7 @@ __all__ = [
     "PROTOCOLS",
     "TrainedFactory",
     "check_methods",
+    "check_readout",
     "content_digest",
     "embed_function",
     "encoder_factory",
