@@ -244,8 +244,12 @@ def identification_metrics(
     n_query: int,
     open_splits: int,
     plan: TrainingPlan,
+    queries: str = "within-run",
 ) -> tuple[dict[str, Any], dict[int, dict]]:
     """Closed-set and open-set identification over the window lengths (what ``05_fewshot`` shows).
+
+    ``queries`` is ``"within-run"`` (second halves of the runs) or ``"cross-run"`` (each subject's
+    other runs, Finn et al. 2015; see :func:`workbench.evaluation.closed_set`).
 
     Returns
     -------
@@ -261,6 +265,7 @@ def identification_metrics(
         "dataset": plan.dataset,
         "seed": plan.seed,
         "training": plan.model_dump(),
+        "queries": queries,
         "closed-set": {},
         "open-set": {},
     }
@@ -279,6 +284,7 @@ def identification_metrics(
                 seed=plan.seed,
                 progress=True,
                 episodes_out=episodes[w],
+                queries=queries,
             )
         for w in open_windows:
             metrics["open-set"][str(w)] = open_set(
@@ -291,6 +297,7 @@ def identification_metrics(
                 n_query=n_query,
                 seed=plan.seed,
                 progress=True,
+                queries=queries,
             )
     metrics["notes"] = sorted({str(w.message) for w in caught})
     return metrics, episodes
