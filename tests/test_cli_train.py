@@ -172,3 +172,34 @@ def test_resuming_with_other_settings_is_refused_and_force_new_starts_again(toy_
     assert "protocol ('closed' -> 'all')" in capsys.readouterr().err
     assert main([*common, "--set", "max_steps=1", "--set", "lr=0.5", "--force-new"]) == 0
     assert read_checkpoint(run)["train_config"]["lr"] == 0.5
+
+
+VOLUME_CATALOG = """
+datasets:
+  vols:
+    description: two synthetic subjects of small 4-D volumes
+    modality: nifti_4d
+    tr: 2.0
+    space: none
+    citation: generated
+    licence: MIT
+    source:
+      kind: synthetic
+      generator: volumes
+      params: {n_subjects: 2, n_timepoints: 24, grid: [8, 10, 8], latent_dim: 3, tr: 2.0, seed: 0}
+"""
+
+
+def test_train_on_a_volume_dataset_masks_and_flattens_the_runs(tmp_path, monkeypatch, capsys):
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(VOLUME_CATALOG)
+    monkeypatch.setenv("WORKBENCH_CATALOG", str(catalog))
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    argv = ["train", "recvae", "--dataset", "vols", "--window", "12", "--preset", "tiny", "--out", str(run)]
+    assert main([*argv, "--set", "max_steps=1", "--no-progress"]) == 0, capsys.readouterr().err
+    state = read_checkpoint(run / "checkpoint.pt")
+    spec = state["spec"]
+    assert tuple(spec["grid"]) == (8, 10, 8)
+    assert spec["mask"] is not None  # the frames decode back onto the grid through the mask
+    assert 0 < spec["n_features"] <= 8 * 10 * 8

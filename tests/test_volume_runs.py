@@ -204,3 +204,17 @@ def test_masked_frame_recordings_come_back_on_their_grid_with_their_own_mask():
         np.testing.assert_allclose(after.data, (inside - inside.mean()) / inside.std(), rtol=1e-5, atol=1e-5)
         assert "mask_img" not in after.meta
     assert WindowSet(runs, 5, 5).spec().n_features == 6
+
+
+def test_as_frames_scales_volumes_and_unscaled_volume_frames_and_leaves_roi_series_alone():
+    from workbench.runs import as_frames
+
+    volumes = [_run("s0"), _run("s1", seed=1)]
+    frames = as_frames(volumes)
+    assert all(rec.data.ndim == 2 and rec.meta["scaling"]["kind"] == "zscore" for rec in frames)
+    unscaled = [volume_frames(rec) for rec in volumes]  # grid and mask, no per-run scaling yet
+    rescaled = as_frames(unscaled)
+    assert all("scaling" in rec.meta for rec in rescaled)
+    assert abs(float(np.mean(rescaled[0].data))) < 1e-3  # the offset of 100 is gone
+    roi = Recording("s0", "1", np.random.default_rng(0).normal(size=(20, 5)), 2.0, {})
+    assert as_frames([roi])[0] is roi

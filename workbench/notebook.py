@@ -25,7 +25,14 @@ from workbench.data.windows import WindowSet
 from workbench.errors import ConfigError
 from workbench.files import write_json
 from workbench.methods import get_method
-from workbench.runs import TrainedFactory, check_methods, encoder_factory, untrained_factory
+from workbench.runs import (
+    TrainedFactory,
+    check_methods,
+    encoder_factory,
+    token_family,
+    untrained_factory,
+    window_overrides,
+)
 
 PLAN_FILE = "training_plan.json"
 
@@ -303,9 +310,125 @@ def identification_metrics(
     return metrics, episodes
 
 
+def decoding_factories(
+    plan: TrainingPlan,
+    window: int,
+    run_root: str | Path | None = None,
+    attentive: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The plan's families for decoding windows of ``window`` frames, each fitted per fold.
+
+    Untrained twins always; trained families when ``run_root`` is given (one training per fold,
+    cached there). The windows are standardised per run by the protocol, so the families read
+    them as they are (``normalization="none"``); a token family adds ``<name> · attentive``
+    rows that share its trainings (:func:`workbench.runs.window_overrides` shrinks a patch
+    longer than half the window).
+    """
+    out: dict[str, Any] = {}
+    for name in plan.methods:
+        preset = plan.presets.get(name)
+        overrides = window_overrides(name, preset, window)
+        readouts = [("", False)] + ([(" · attentive", True)] if attentive and token_family(name) else [])
+        for suffix, tokens in readouts:
+            if run_root is not None:
+                out[name + suffix] = encoder_factory(
+                    name,
+                    preset=preset,
+                    overrides=overrides,
+                    train_overrides={**plan.engine(name), "normalization": "none"},
+                    run_root=Path(run_root),
+                    device=plan.device,
+                    seed=plan.seed,
+                    progress=progress,
+                    tokens=tokens,
+                )
+            out[f"{name}-untrained{suffix}"] = untrained_factory(
+                name, preset, overrides, seed=plan.seed, device=plan.device, normalization="none", tokens=tokens
+            )
+    return out
+
+
+def decoding_tasks(
+    heatpain_labels: list[str], haxby_labels: list[str], window: int = 6, stride: int = 2
+) -> list[dict[str, Any]]:
+    """The tasks of ``06_decoding``: ``heatpain`` labels by subject, ``haxby-slice`` labels by run.
+
+    ``haxby-slice`` windows drop the ``rest`` category and step by one frame (a category block
+    lasts 9 volumes, so few windows of it are pure); ``heatpain`` windows step by ``stride``.
+    """
+    heatpain = [{"dataset": "heatpain", "label": name, "window": window, "stride": stride} for name in heatpain_labels]
+    haxby = [
+        {"dataset": "haxby-slice", "label": label, "window": window, "stride": 1, "grouping": "run"}
+        | ({"exclude": ["rest"]} if label == "category" else {})
+        for label in haxby_labels
+    ]
+    return heatpain + haxby
+
+
+def decoding_metrics(
+    tasks: list[dict[str, Any]],
+    plan: TrainingPlan,
+    run_root: str | Path | None = None,
+    attentive: bool = True,
+    folds: int | None = None,
+    progress: bool = True,
+) -> tuple[dict[str, Any], dict[str, dict]]:
+    """Every decoding task of ``06_decoding``: baselines, untrained and (with ``run_root``) trained families.
+
+    Parameters
+    ----------
+    tasks : list of dict
+        Each ``{"dataset", "label", "window"}`` plus any keyword of
+        :func:`workbench.evaluation.decoding.decode` (``stride``, ``grouping``, ``exclude``, ``rule``...).
+    folds : int, optional
+        Folds of the tasks grouped by subject (by run: one per run).
+
+    Returns
+    -------
+    metrics, predictions
+        ``{"seed", "training", "tasks": {"dataset/label": results}}`` and the out-of-fold
+        predictions per task (for confusion matrices and scatter plots). A family that cannot
+        be fitted on a task (e.g. ``fewshot`` needs several subjects; ``haxby-slice`` has one) is
+        left out of that task with a note in its ``meta["notes"]``.
+    """
+    from workbench.data.catalog import load_recordings
+    from workbench.evaluation.decoding import decode
+
+    metrics: dict[str, Any] = {"seed": plan.seed, "training": plan.model_dump(), "tasks": {}}
+    predictions: dict[str, dict] = {}
+    loaded: dict[str, list] = {}
+    for task in tasks:
+        task = dict(task)
+        dataset, label, window = task.pop("dataset"), task.pop("label"), task.pop("window")
+        if dataset not in loaded:
+            loaded[dataset] = load_recordings(dataset, progress=progress)
+        grouping = task.setdefault("grouping", "subject")
+        task.setdefault("n_folds", folds if grouping == "subject" else None)
+        factories = decoding_factories(plan, window, run_root, attentive, progress)
+        key = f"{dataset}/{label}"
+        predictions[key] = {}
+        result = decode(
+            loaded[dataset],
+            label,
+            window,
+            factories,
+            seed=plan.seed,
+            predictions_out=predictions[key],
+            on_error="note",
+            **task,
+        )
+        result["meta"]["dataset"] = dataset
+        metrics["tasks"][key] = result
+    return metrics, predictions
+
+
 __all__ = [
     "PLAN_FILE",
     "TrainingPlan",
+    "decoding_factories",
+    "decoding_metrics",
+    "decoding_tasks",
     "identification_metrics",
     "method_factories",
     "neighbour_agreement",

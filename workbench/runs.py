@@ -24,6 +24,7 @@ import torch
 
 from workbench.data.normalize import Standardizer
 from workbench.data.recording import Recording
+from workbench.data.volume_runs import prepare_volume_runs
 from workbench.data.windows import WindowSet
 from workbench.errors import ConfigError
 from workbench.evaluation import EmbedFn, EncoderFactory, split_runs, support_stride
@@ -72,6 +73,20 @@ def training_windows(
     return WindowSet(list(recordings), length=window, stride=support_stride(window), part=part, label_names=label_names)
 
 
+def as_frames(recordings: Sequence[Recording]) -> list[Recording]:
+    """Recordings as ``(T, F)`` frames, the input of every window and every family.
+
+    ROI series pass through unchanged. 4-D volume runs ``(X, Y, Z, T)`` and volume frames that were
+    not scaled yet (a ``grid`` in their metadata, no ``scaling``; e.g. ``haxby-slice``) go through
+    :func:`~workbench.data.volume_runs.prepare_volume_runs` with its defaults — masked, scaled per
+    run (each run alone) and flattened — so their frames carry the grid and mask a volume family
+    (``recvae``) decodes back to.
+    """
+    if any(rec.data.ndim == 4 or ("grid" in rec.meta and "scaling" not in rec.meta) for rec in recordings):
+        return prepare_volume_runs(recordings)
+    return list(recordings)
+
+
 def content_digest(recording: Recording) -> str:
     """blake2b of a run's dtype, shape and values (kept in ``meta`` so it is computed once)."""
     if "content_digest" not in recording.meta:
@@ -104,16 +119,22 @@ def check_readout(method: str, readout: str) -> str:
     return readout
 
 
-def embed_function(method: Method, standardizer: Standardizer, batch_size: int = 256, readout: str = "mean") -> EmbedFn:
+def embed_function(
+    method: Method, standardizer: Standardizer, batch_size: int = 256, tokens: bool = False, readout: str = "mean"
+) -> EmbedFn:
     """Wrap a trained family as ``(n, W, F) float32 -> (n, D) float32`` (eval mode, no grad).
 
     ``readout`` picks how a family with a token grid pools it (``Method.readouts``; e.g. jepa's
-    ``"roi"``); ``"mean"`` is every family's ``embed(x)``.
+    ``"roi"``); ``"mean"`` is every family's ``embed(x)``. With ``tokens=True`` the function
+    returns the family's token grid ``(n, N, D)`` (:meth:`~workbench.models.base.Method.tokens`)
+    instead, for the attentive probe.
     """
     device = next(method.parameters()).device
     check_readout(method.name, readout)
 
     def pooled(x: torch.Tensor) -> torch.Tensor:
+        if tokens:
+            return method.tokens(x)
         return method.embed(x) if readout == "mean" else method.embed(x, readout=readout)
 
     def embed(windows: np.ndarray) -> np.ndarray:
@@ -160,6 +181,26 @@ def check_methods(
     return out
 
 
+def token_family(method: str) -> bool:
+    """Whether a registered family gives a token grid (:meth:`~workbench.models.base.Method.tokens`)."""
+    return get_method(method).tokens is not Method.tokens
+
+
+def window_overrides(method: str, preset: str | None, window: int) -> dict[str, Any]:
+    """Config overrides that let a family read windows of ``window`` frames.
+
+    A patch-based family (a ``patch_size`` setting) needs at least two time patches: its patch
+    shrinks to ``window // 2`` frames when its preset's patch is too long; others need nothing.
+    """
+    config = get_method(method).make_config(preset)
+    patch = getattr(config, "patch_size", None)
+    if patch is None or window // patch >= 2:
+        return {}
+    if window < 2:
+        raise ConfigError(f"{method}: a window of {window} frame(s) cannot hold two time patches")
+    return {"patch_size": window // 2}
+
+
 class TrainedFactory:
     """An encoder factory that trains ``method`` on the protocol's training windows.
 
@@ -175,9 +216,12 @@ class TrainedFactory:
         Folder under which each training gets its own cached run folder.
     device, seed, progress
         Passed to the engine.
+    tokens : bool
+        The embedding function returns the token grid ``(n, N, D)`` (token families only); the
+        run folder is the same as without, so one training serves both readouts.
     readout : str
         How the embedding pools (``Method.readouts``, e.g. jepa's ``"roi"``). It is not part of the
-        run's cache key, so factories that differ only in readout share one trained run.
+        run's cache key either, so factories that differ only in readout share one trained run.
 
     Attributes
     ----------
@@ -195,9 +239,10 @@ class TrainedFactory:
         device: str = "auto",
         seed: int = 0,
         progress: bool = True,
+        tokens: bool = False,
         readout: str = "mean",
     ) -> None:
-        self.method, self.preset = method, preset
+        self.method, self.preset, self.tokens = method, preset, tokens
         self.readout = check_readout(method, readout)
         self.overrides = dict(overrides or {})
         self.train_overrides = {"device": device, "seed": seed, **(train_overrides or {})}
@@ -240,7 +285,7 @@ class TrainedFactory:
 
     def __call__(self, windows: WindowSet) -> EmbedFn:
         result = self.fit(windows)
-        return embed_function(result.method, result.standardizer, readout=self.readout)
+        return embed_function(result.method, result.standardizer, tokens=self.tokens, readout=self.readout)
 
 
 def encoder_factory(method: str, **kwargs: Any) -> TrainedFactory:
@@ -254,23 +299,28 @@ def untrained_factory(
     overrides: dict[str, Any] | None = None,
     seed: int = 0,
     device: str = "auto",
+    normalization: str | None = None,
+    tokens: bool = False,
     readout: str = "mean",
 ) -> EncoderFactory:
     """The same encoder, randomly initialised from ``seed`` and never trained.
 
     Data-dependent buffers (``Method.prepare``) and the standardizer are still fitted on the
-    training windows, so the only difference from a trained encoder is training. ``readout``
-    as :class:`TrainedFactory`.
+    training windows, so the only difference from a trained encoder is training.
+    ``normalization`` replaces the family's scaling of windows (default: its engine default);
+    ``tokens=True`` returns the token grid ``(n, N, D)`` instead of the embedding; ``readout`` as
+    :class:`TrainedFactory`.
     """
     check_readout(method, readout)
 
     def factory(windows: WindowSet) -> EmbedFn:
         torch.manual_seed(seed)
         m = build_method(method, windows.spec(), preset, overrides)
-        standardizer = Standardizer(make_train_config(m).normalization).fit(windows)
+        engine = {} if normalization is None else {"normalization": normalization}
+        standardizer = Standardizer(make_train_config(m, **engine).normalization).fit(windows)
         prepare_method(m, windows, standardizer)
         m.to(resolve_device(device)).eval()
-        return embed_function(m, standardizer, readout=readout)
+        return embed_function(m, standardizer, tokens=tokens, readout=readout)
 
     return factory
 
@@ -289,7 +339,9 @@ __all__ = [
     "embed_function",
     "encoder_factory",
     "load_trained",
+    "token_family",
     "training_windows",
     "untrained_factory",
+    "window_overrides",
     "windows_digest",
 ]

