@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from workbench.data.windows import WindowSet
 from workbench.errors import ConfigError
 from workbench.files import write_json
+from workbench.methods import get_method
 from workbench.runs import (
     TrainedFactory,
     check_methods,
@@ -120,6 +121,29 @@ def method_factories(plan: TrainingPlan, run_root: str | Path, progress: bool = 
             progress=progress,
         )
         for name in plan.methods
+    }
+
+
+def readout_factories(plan: TrainingPlan, run_root: str | Path, progress: bool = True) -> dict[str, TrainedFactory]:
+    """``{"<family> · <readout>": factory}`` for every other readout of the plan's token families.
+
+    Each shares its family's trained run (the readout is not part of the run's cache key), so it
+    adds an identification row such as ``jepa · roi`` (per-ROI pooling) without training again.
+    """
+    return {
+        f"{name} · {readout}": encoder_factory(
+            name,
+            preset=plan.presets.get(name),
+            train_overrides=plan.engine(name),
+            run_root=Path(run_root),
+            device=plan.device,
+            seed=plan.seed,
+            progress=progress,
+            readout=readout,
+        )
+        for name in plan.methods
+        for readout in get_method(name).readouts
+        if readout != "mean"
     }
 
 
@@ -227,8 +251,12 @@ def identification_metrics(
     n_query: int,
     open_splits: int,
     plan: TrainingPlan,
+    queries: str = "within-run",
 ) -> tuple[dict[str, Any], dict[int, dict]]:
     """Closed-set and open-set identification over the window lengths (what ``05_fewshot`` shows).
+
+    ``queries`` is ``"within-run"`` (second halves of the runs) or ``"cross-run"`` (each subject's
+    other runs, Finn et al. 2015; see :func:`workbench.evaluation.closed_set`).
 
     Returns
     -------
@@ -244,6 +272,7 @@ def identification_metrics(
         "dataset": plan.dataset,
         "seed": plan.seed,
         "training": plan.model_dump(),
+        "queries": queries,
         "closed-set": {},
         "open-set": {},
     }
@@ -262,6 +291,7 @@ def identification_metrics(
                 seed=plan.seed,
                 progress=True,
                 episodes_out=episodes[w],
+                queries=queries,
             )
         for w in open_windows:
             metrics["open-set"][str(w)] = open_set(
@@ -274,6 +304,7 @@ def identification_metrics(
                 n_query=n_query,
                 seed=plan.seed,
                 progress=True,
+                queries=queries,
             )
     metrics["notes"] = sorted({str(w.message) for w in caught})
     return metrics, episodes
@@ -401,6 +432,7 @@ __all__ = [
     "identification_metrics",
     "method_factories",
     "neighbour_agreement",
+    "readout_factories",
     "runs_table",
     "save_training_plan",
     "training_plan",

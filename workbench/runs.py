@@ -117,14 +117,31 @@ def windows_digest(windows: WindowSet) -> str:
     return h.hexdigest()[:16]
 
 
-def embed_function(method: Method, standardizer: Standardizer, batch_size: int = 256, tokens: bool = False) -> EmbedFn:
+def check_readout(method: str, readout: str) -> str:
+    """``readout`` if family ``method`` offers it (``Method.readouts``), else a ConfigError listing them."""
+    offered = get_method(method).readouts
+    if readout not in offered:
+        raise ConfigError(f"{method!r} has no readout {readout!r}; it offers {list(offered)}")
+    return readout
+
+
+def embed_function(
+    method: Method, standardizer: Standardizer, batch_size: int = 256, tokens: bool = False, readout: str = "mean"
+) -> EmbedFn:
     """Wrap a trained family as ``(n, W, F) float32 -> (n, D) float32`` (eval mode, no grad).
 
-    With ``tokens=True`` the function returns the family's token grid ``(n, N, D)``
-    (:meth:`~workbench.models.base.Method.tokens`) instead, for the attentive probe.
+    ``readout`` picks how a family with a token grid pools it (``Method.readouts``; e.g. jepa's
+    ``"roi"``); ``"mean"`` is every family's ``embed(x)``. With ``tokens=True`` the function
+    returns the family's token grid ``(n, N, D)`` (:meth:`~workbench.models.base.Method.tokens`)
+    instead, for the attentive probe.
     """
     device = next(method.parameters()).device
-    readout = method.tokens if tokens else method.embed
+    check_readout(method.name, readout)
+
+    def pooled(x: torch.Tensor) -> torch.Tensor:
+        if tokens:
+            return method.tokens(x)
+        return method.embed(x) if readout == "mean" else method.embed(x, readout=readout)
 
     def embed(windows: np.ndarray) -> np.ndarray:
         method.eval()
@@ -132,7 +149,7 @@ def embed_function(method: Method, standardizer: Standardizer, batch_size: int =
         with torch.no_grad():
             for i in range(0, len(windows), batch_size):
                 x = torch.from_numpy(standardizer.transform(windows[i : i + batch_size])).to(device)
-                out.append(readout(x).float().cpu().numpy())
+                out.append(pooled(x).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
     return embed
@@ -208,6 +225,9 @@ class TrainedFactory:
     tokens : bool
         The embedding function returns the token grid ``(n, N, D)`` (token families only); the
         run folder is the same as without, so one training serves both readouts.
+    readout : str
+        How the embedding pools (``Method.readouts``, e.g. jepa's ``"roi"``). It is not part of the
+        run's cache key either, so factories that differ only in readout share one trained run.
 
     Attributes
     ----------
@@ -226,8 +246,10 @@ class TrainedFactory:
         seed: int = 0,
         progress: bool = True,
         tokens: bool = False,
+        readout: str = "mean",
     ) -> None:
         self.method, self.preset, self.tokens = method, preset, tokens
+        self.readout = check_readout(method, readout)
         self.overrides = dict(overrides or {})
         self.train_overrides = {"device": device, "seed": seed, **(train_overrides or {})}
         self.run_root, self.seed, self.progress = Path(run_root), seed, progress
@@ -269,7 +291,7 @@ class TrainedFactory:
 
     def __call__(self, windows: WindowSet) -> EmbedFn:
         result = self.fit(windows)
-        return embed_function(result.method, result.standardizer, tokens=self.tokens)
+        return embed_function(result.method, result.standardizer, tokens=self.tokens, readout=self.readout)
 
 
 def encoder_factory(method: str, **kwargs: Any) -> TrainedFactory:
@@ -285,14 +307,17 @@ def untrained_factory(
     device: str = "auto",
     normalization: str | None = None,
     tokens: bool = False,
+    readout: str = "mean",
 ) -> EncoderFactory:
     """The same encoder, randomly initialised from ``seed`` and never trained.
 
     Data-dependent buffers (``Method.prepare``) and the standardizer are still fitted on the
     training windows, so the only difference from a trained encoder is training.
     ``normalization`` replaces the family's scaling of windows (default: its engine default);
-    ``tokens=True`` returns the token grid ``(n, N, D)`` instead of the embedding.
+    ``tokens=True`` returns the token grid ``(n, N, D)`` instead of the embedding; ``readout`` as
+    :class:`TrainedFactory`.
     """
+    check_readout(method, readout)
 
     def factory(windows: WindowSet) -> EmbedFn:
         torch.manual_seed(seed)
@@ -301,7 +326,7 @@ def untrained_factory(
         standardizer = Standardizer(make_train_config(m, **engine).normalization).fit(windows)
         prepare_method(m, windows, standardizer)
         m.to(resolve_device(device)).eval()
-        return embed_function(m, standardizer, tokens=tokens)
+        return embed_function(m, standardizer, tokens=tokens, readout=readout)
 
     return factory
 
@@ -315,6 +340,7 @@ __all__ = [
     "PROTOCOLS",
     "TrainedFactory",
     "check_methods",
+    "check_readout",
     "content_digest",
     "embed_function",
     "encoder_factory",

@@ -61,6 +61,8 @@ class Method(nn.Module):
     Config: ClassVar[type]
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
     train_defaults: ClassVar[dict[str, Any]] = {}
+    readouts: ClassVar[tuple[str, ...]] = ("mean",)
+    """Ways ``embed`` pools; a family with more than one takes ``embed(x, readout=name)`` (jepa: ``"roi"``)."""
 
     def __init__(self, config: Any, spec: DataSpec) -> None:
         super().__init__()

@@ -82,6 +82,7 @@ from workbench.models.jepa.masks import MaskConfig, SpatiotemporalMaskCollator
 from workbench.models.vit import TransformerStack, init_vit_weights
 
 POS_EMBEDS = ("gradient", "sincos2d")
+READOUTS = ("mean", "roi")
 
 
 @dataclass
@@ -188,6 +189,20 @@ def pool_tokens(h: torch.Tensor) -> torch.Tensor:
     """Mean over tokens then affine-free LayerNorm: ``(B, N, D)`` → ``(B, D)`` float32."""
     pooled = h.float().mean(dim=1)
     return F.layer_norm(pooled, (pooled.shape[-1],))
+
+
+def pool_roi_tokens(h: torch.Tensor, n_rois: int) -> torch.Tensor:
+    """Mean over each ROI's time patches, affine-free LayerNorm per ROI, flattened: ``(B, R·P, D)`` → ``(B, R·D)``.
+
+    Tokens are ROI-major (token ``r·P + t`` is ROI ``r``, time patch ``t``), so the grid's ROI
+    axis survives: the readout keeps which region a feature came from, where the mean over all
+    tokens (:func:`pool_tokens`) keeps only what every region shares.
+    """
+    b, n, d = h.shape
+    if n % n_rois:
+        raise DataError(f"jepa: {n} tokens do not form a grid of {n_rois} ROIs")
+    per_roi = h.float().reshape(b, n_rois, n // n_rois, d).mean(dim=2)
+    return F.layer_norm(per_roi, (d,)).reshape(b, n_rois * d)
 
 
 class GridPositionalEmbedding(nn.Module):
@@ -339,6 +354,7 @@ class BrainJEPA(Method):
             patch_size=16,
         ),
     }
+    readouts: ClassVar[tuple[str, ...]] = READOUTS
     # the reference: AdamW, lr warm-up from 5e-5 then cosine to 1e-6, weight decay cosine 0.04 -> 0.4;
     # peak lr 5e-4 (the reference's 1e-3 is for an effective batch of 512, ours is 32)
     train_defaults: ClassVar[dict[str, Any]] = dict(
@@ -455,9 +471,17 @@ class BrainJEPA(Method):
         image, _ = self._image(x)
         return self.target_encoder(image, self._fitted_gradients())
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Target-encoder features of all tokens, averaged, affine-free LayerNorm: ``(B, T, R) -> (B, D)``."""
-        return pool_tokens(self.tokens(x))
+    def embed(self, x: torch.Tensor, readout: str = "mean") -> torch.Tensor:
+        """Target-encoder features of the token grid (:meth:`tokens`), pooled.
+
+        ``readout="mean"``: all tokens averaged, affine-free LayerNorm, ``(B, T, R) -> (B, D)``.
+        ``readout="roi"``: each ROI's tokens averaged over time, LayerNorm per ROI, the ROIs
+        concatenated, ``(B, T, R) -> (B, R·D)`` (:func:`pool_roi_tokens`).
+        """
+        if readout not in READOUTS:
+            raise ConfigError(f"jepa: readout={readout!r} is unknown; use one of {', '.join(READOUTS)}")
+        tokens = self.tokens(x)
+        return pool_tokens(tokens) if readout == "mean" else pool_roi_tokens(tokens, self.n_rois)
 
     def after_step(self, step: int, total_steps: int) -> None:
         """EMA update of the target encoder with momentum ``m(step − 1)`` (``step`` counts from 1)."""
