@@ -128,8 +128,10 @@ def apply_schedules(
     return lr, wd
 
 
-def step_seed(seed: int, step: int) -> int:
-    return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
+def step_seed(seed: int, step: int, rank: int = 0) -> int:
+    """The torch seed of optimiser step ``step``; process ``rank`` > 0 of a distributed run draws its own."""
+    entropy = [seed, step] if rank == 0 else [seed, step, rank]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
 @contextmanager
