@@ -1,11 +1,11 @@
-"""Data-parallel training under torchrun: 2 CPU processes (gloo) train fewshot and jepa.
+"""Data-parallel training under torchrun: 2 CPU processes (gloo) train fewshot, jepa, lfr and recvae.
 
 Three launches of ``python -m torch.distributed.run --standalone --nproc_per_node 2`` share one
 fixture: an uninterrupted run, a run whose processes are SIGKILLed mid-way through fewshot, and
-its resumption. Each process writes the sha256 of its weights; every rank must hold the same
-weights, rank 0 alone writes one checkpoint per run, and the resumed run equals the
-uninterrupted one bit for bit. Unit tests of the sharding and gradient averaging run in one
-process.
+its resumption. Each process writes the sha256 of its weights and buffers; every rank must hold
+the same (so jepa's EMA target, lfr's phase counters and recvae's F too), rank 0 alone writes
+one checkpoint per run, and the resumed run equals the uninterrupted one bit for bit. Unit tests
+of the sharding and gradient averaging run in one process. About 3 × 25 s of CPU time.
 """
 
 from __future__ import annotations
@@ -25,19 +25,33 @@ from workbench.train.distributed import Distributed, current, state_digest
 CHILD = """
 import os, signal, sys
 from pathlib import Path
+import numpy as np
 import torch
 torch.set_num_threads(1)
+from workbench.data.recording import Recording
 from workbench.data.synthetic import fingerprints
+from workbench.data.volume_runs import prepare_volume_runs
+from workbench.data.windows import WindowSet
 from workbench.runs import training_windows
 from workbench.train import build_method, make_train_config, train
 from workbench.train.distributed import state_digest
 
 out, kill_at = Path(sys.argv[1]), int(os.environ.get("KILL_AT_STEP", "0"))
 rank = os.environ["RANK"]
-windows = training_windows(fingerprints(n_subjects=4, n_rois=16, n_timepoints=160, seed=1), 32)
-for family, preset, overrides in (("fewshot", "tiny", {}), ("jepa", "tiny", {"patch_size": 8})):
+rois = training_windows(fingerprints(n_subjects=4, n_rois=16, n_timepoints=160, seed=1), 32)
+rng = np.random.default_rng(0)
+volumes = np.zeros((3, 6, 7, 4, 24), dtype=np.float32)
+volumes[:, 1:5, 1:6] = rng.standard_normal((3, 4, 5, 4, 24))
+frames = WindowSet(prepare_volume_runs([Recording(f"s{s}", "1", v, 2.0, {}) for s, v in enumerate(volumes)]), 6, 6)
+families = (
+    ("fewshot", rois, {}),
+    ("jepa", rois, {}),
+    ("lfr", rois, {"predictor_training_epochs": 1}),  # backbone frozen every other epoch
+    ("recvae", frames, {}),  # F solved in closed form every epoch
+)
+for family, windows, overrides in families:
     torch.manual_seed(0)
-    method = build_method(family, windows.spec(), preset, overrides)
+    method = build_method(family, windows.spec(), "tiny", overrides)
     if family == "fewshot" and kill_at:
         def die(step, total, original=method.after_step):
             if step == kill_at:
@@ -83,7 +97,7 @@ def _checkpoint(folder: Path) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["fewshot", "jepa"])
+@pytest.mark.parametrize("family", ["fewshot", "jepa", "lfr", "recvae"])
 def test_every_rank_holds_the_same_weights_and_rank_0_writes_one_checkpoint(runs, family: str) -> None:
     for key in ("straight", "interrupted"):
         digests = [(runs[key] / f"digest-{family}-{rank}.txt").read_text().split() for rank in (0, 1)]
@@ -93,6 +107,8 @@ def test_every_rank_holds_the_same_weights_and_rank_0_writes_one_checkpoint(runs
         state = _checkpoint(runs[key] / family)
         assert state["finished"] and state["step"] == 6
         assert [h["step"] for h in state["history"]["step"]] == [1, 2, 3, 4, 5, 6]
+    if family == "recvae":  # F moved away from its start by the per-epoch solves, the same on both ranks
+        assert not torch.equal(_checkpoint(runs["straight"] / family)["model"]["transition.F"], torch.eye(3))
 
 
 @pytest.mark.slow
