@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +48,7 @@ from workbench.train.distributed import Distributed, current, rank_device
 from workbench.train.settings import (
     TrainConfig,
     apply_schedules,
+    autocast_context,
     deterministic_algorithms,
     make_optimizer,
     resolve_device,
@@ -221,11 +221,8 @@ def _train(
         optimizer.load_state_dict(state["optimizer"])
         run = _Progress(state["step"], state["epoch"], state["batch_in_epoch"], state["finished"], state["history"])
 
-    autocast = (
-        torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-        if device.type == "cuda" and config.amp
-        else nullcontext()
-    )
+    autocast = autocast_context(device, config)
+    loss_fn = torch.compile(method.training_loss) if config.compile else method.training_loss
     show = progress and distributed.is_main
     bar = tqdm(total=total, initial=run.step, desc=f"train {method.name}", disable=not show, leave=False)
     t0 = time.perf_counter()
@@ -239,7 +236,7 @@ def _train(
         while run.batch_in_epoch < len(usable) and not stop:
             micro = usable[run.batch_in_epoch : run.batch_in_epoch + config.grad_accum]
             logs, lr, wd = _optimizer_step(
-                method, optimizer, dataset, micro, config, run.step, total, device, autocast, distributed
+                method, loss_fn, optimizer, dataset, micro, config, run.step, total, device, autocast, distributed
             )
             run.step += 1
             run.batch_in_epoch += config.grad_accum
@@ -270,6 +267,7 @@ def _train(
 
 def _optimizer_step(
     method: Method,
+    loss_fn,
     optimizer: torch.optim.Optimizer,
     dataset: WindowDataset,
     micro_batches: list[list[int]],
@@ -293,7 +291,7 @@ def _optimizer_step(
         indices = distributed.shard(full)
         batch = {k: _to_device(v, device) for k, v in dataset[indices].items()}
         with autocast:
-            out = method.training_loss(batch)
+            out = loss_fn(batch)
         loss = out["loss"].float()
         finite = bool(torch.isfinite(loss))
         if distributed.any(not finite, device):
