@@ -88,6 +88,7 @@ def run(quick: bool = False, device: str = "cpu", threads: int = 2) -> dict:
             rows.append({"option": name, "options": options, "error": str(exc)[-500:]})
             continue
         rows.append({"option": name, "options": options, **row})
+        print(f"  done {name}: {row['s_per_step']:.2f} s/step, {row['cpu_s_per_step']:.2f} CPU s", file=sys.stderr)
     base = rows[0]
     for row in rows:
         if "error" not in row and "error" not in base:

@@ -63,3 +63,15 @@ def test_bf16_training_on_the_cpu_follows_float32_within_bf16_tolerance(tmp_path
         losses[cpu_amp] = [h["loss"] for h in result.history["step"]]
     torch.testing.assert_close(torch.tensor(losses[True]), torch.tensor(losses[False]), rtol=5e-2, atol=1e-3)
     assert losses[True] != losses[False]  # bf16 really ran
+
+
+def test_loader_workers_read_the_same_batches(tmp_path) -> None:
+    weights = {}
+    for workers in (0, 2):
+        method, windows = _fewshot()
+        config = make_train_config(method, max_steps=4, batch_size=16, device="cpu", seed=0, loader_workers=workers)
+        result = train(method, windows, config, tmp_path / str(workers), progress=False)
+        weights[workers] = result.meta["weights_sha256"]
+    assert weights[0] == weights[2]
+    with pytest.raises(ConfigError, match="loader_workers=-1"):
+        TrainConfig(loader_workers=-1)

@@ -233,8 +233,9 @@ def _train(
         batches = _epoch_batches(method, windows.labels, config.batch_size, config.seed, run.epoch)
         usable = batches[: steps_per_epoch * config.grad_accum]
         method.train()
+        loaded = _load(dataset, [distributed.shard(b) for b in usable[run.batch_in_epoch :]], config, device)
         while run.batch_in_epoch < len(usable) and not stop:
-            micro = usable[run.batch_in_epoch : run.batch_in_epoch + config.grad_accum]
+            micro = [next(loaded) for _ in range(config.grad_accum)]
             logs, lr, wd = _optimizer_step(
                 method, loss_fn, optimizer, dataset, micro, config, run.step, total, device, autocast, distributed
             )
@@ -270,7 +271,7 @@ def _optimizer_step(
     loss_fn,
     optimizer: torch.optim.Optimizer,
     dataset: WindowDataset,
-    micro_batches: list[list[int]],
+    micro_batches: list[tuple[list[int], dict[str, torch.Tensor]]],
     config: TrainConfig,
     step: int,
     total: int,
@@ -280,16 +281,16 @@ def _optimizer_step(
 ) -> tuple[dict[str, float], float, float]:
     """One optimiser step over ``grad_accum`` micro-batches; returns the averaged logs, lr and wd.
 
-    Each process takes its slice of every micro-batch; the gradients are averaged over the
-    processes before clipping, and the logs are the mean over the processes.
+    ``micro_batches`` are this process's slices of the micro-batches, as window indices and
+    tensors; the gradients are averaged over the processes before clipping, and the logs are the
+    mean over the processes.
     """
     torch.manual_seed(step_seed(config.seed, step, distributed.rank))
     lr, wd = apply_schedules(optimizer, config, step, total)
     optimizer.zero_grad(set_to_none=True)
     logs: dict[str, float] = {}
-    for full in micro_batches:
-        indices = distributed.shard(full)
-        batch = {k: _to_device(v, device) for k, v in dataset[indices].items()}
+    for indices, tensors in micro_batches:
+        batch = {k: _to_device(v, device) for k, v in tensors.items()}
         with autocast:
             out = loss_fn(batch)
         loss = out["loss"].float()
@@ -308,6 +309,33 @@ def _optimizer_step(
     optimizer.step()
     distributed.broadcast_norm_statistics(method)
     return logs, lr, wd
+
+
+class _Batches(torch.utils.data.Dataset):
+    """The batches of an epoch as items, for a DataLoader's workers: item ``i`` is batch ``i``."""
+
+    def __init__(self, dataset: WindowDataset, batches: list[list[int]]) -> None:
+        self.dataset, self.batches = dataset, batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> tuple[list[int], dict[str, torch.Tensor]]:
+        return self.batches[i], self.dataset[self.batches[i]]
+
+
+def _load(dataset: WindowDataset, batches: list[list[int]], config: TrainConfig, device: torch.device):
+    """Iterate ``(indices, tensors)`` of ``batches`` in order: read here, or by ``loader_workers``
+    background processes that read ahead (pinned memory on CUDA)."""
+    if config.loader_workers == 0:
+        return ((indices, dataset[indices]) for indices in batches)
+    loader = torch.utils.data.DataLoader(
+        _Batches(dataset, batches),
+        batch_size=None,
+        num_workers=config.loader_workers,
+        pin_memory=device.type == "cuda",
+    )
+    return iter(loader)
 
 
 def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:

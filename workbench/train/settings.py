@@ -52,6 +52,7 @@ class TrainConfig:
     cpu_amp: bool = False  # bf16 autocast on the CPU too (bench/train_speed.py: slower without AVX512-BF16/AMX)
     optimizer_impl: str = "auto"  # auto (torch's choice) | loop | foreach | fused: how the optimiser steps
     compile: bool = False  # torch.compile the family's training_loss (first steps compile; bench/train_speed.py)
+    loader_workers: int = 0  # background processes reading the next batches (pinned memory on CUDA); 0 = inline
     normalization: str = "window"  # window | window-demean | dataset | global | none (workbench.data.normalize)
     deterministic: bool = True  # torch's deterministic kernels: same seed, same weights bit for bit
     seed: int = 0
@@ -65,6 +66,8 @@ class TrainConfig:
             raise ConfigError(
                 f"train config: optimizer_impl={self.optimizer_impl!r}; choose one of {list(OPTIMIZER_IMPLS)}"
             )
+        if self.loader_workers < 0:
+            raise ConfigError(f"train config: loader_workers={self.loader_workers} must be >= 0 (0 reads inline)")
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"train config: max_steps={self.max_steps} must be >= 1 (or null for no cap)")
         Standardizer(self.normalization)  # checks the name
