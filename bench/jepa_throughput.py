@@ -38,43 +38,68 @@ def _peak_rss_mb() -> float:
     return float("nan")
 
 
-def run_one(device: str, preset: str, n_rois: int, n_frames: int, batch: int, steps: int, threads: int) -> dict:
-    """Time ``steps`` training steps after one warm-up step; return the measurements."""
+def run_one(
+    device: str,
+    preset: str,
+    n_rois: int,
+    n_frames: int,
+    batch: int,
+    steps: int,
+    threads: int,
+    overrides: dict | None = None,
+    options: dict | None = None,
+) -> dict:
+    """Time ``steps`` training steps after one warm-up step; return the measurements.
+
+    ``overrides`` change the preset's model config; ``options`` are engine settings
+    (:class:`~workbench.train.TrainConfig` keys such as ``cpu_amp``, ``optimizer_impl``,
+    ``compile``), applied as the engine applies them. The masks of step ``i`` come from seed
+    ``i`` whatever the options, so the returned losses compare across options.
+    """
     import numpy as np
     import torch
 
     from workbench.data.spec import DataSpec
     from workbench.models.jepa import BrainJEPA
+    from workbench.train.settings import TrainConfig, autocast_context, make_optimizer
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    method = BrainJEPA(BrainJEPA.make_config(preset), DataSpec(n_rois, n_frames))
+    method = BrainJEPA(BrainJEPA.make_config(preset, **(overrides or {})), DataSpec(n_rois, n_frames))
     rng = np.random.default_rng(0)
     windows = rng.standard_normal((16, n_frames, 4)) @ rng.standard_normal((4, n_rois))
     method.prepare((windows + rng.standard_normal((16, n_frames, n_rois))).astype(np.float32))
     method.to(device).train()
-    optimizer = torch.optim.AdamW(method.param_groups(0.04), lr=1e-4)
+    settings = TrainConfig(lr=1e-4, weight_decay=0.04, **(options or {}))
+    optimizer = make_optimizer(method, settings)
     x = torch.randn(batch, n_frames, n_rois, device=device)
-    autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device == "cuda")
+    autocast = autocast_context(torch.device(device), settings)
+    loss_fn = torch.compile(method.training_loss) if settings.compile else method.training_loss
+    losses = []
 
     def step(i: int) -> None:
+        torch.manual_seed(i)
         with autocast:
-            loss = method.training_loss({"x": x})["loss"]
+            loss = loss_fn({"x": x})["loss"]
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         method.after_step(i + 1, steps + 1)
+        losses.append(float(loss))
 
+    warmup = time.perf_counter()
     step(0)
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
+    warmup = start - warmup
     for i in range(1, steps + 1):
         step(i)
     if device == "cuda":
         torch.cuda.synchronize()
     seconds = (time.perf_counter() - start) / steps
+    cpu = (time.process_time() - cpu) / steps
     peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else _peak_rss_mb()
     return {
         "device": device,
@@ -84,13 +109,35 @@ def run_one(device: str, preset: str, n_rois: int, n_frames: int, batch: int, st
         "batch": batch,
         "steps": steps,
         "s_per_step": seconds,
+        "cpu_s_per_step": cpu,
+        "warmup_s": warmup,
+        "losses": losses,
         "samples_per_s": batch / seconds,
         "peak_mb": peak,
         "params_m": sum(p.numel() for p in method.encoder.parameters()) / 1e6,
     }
 
 
-def measure(devices: list[str], presets: list[str], grids: list[str], threads: int = 2) -> list[dict]:
+def measure(spec: dict) -> dict:
+    """:func:`run_one` with the keyword arguments ``spec`` in a fresh process (its own peak memory).
+
+    Raises
+    ------
+    RuntimeError
+        With the end of the child's stderr when it failed (e.g. killed for memory).
+    """
+    done = subprocess.run(
+        [sys.executable, __file__, "--worker", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"exit code {done.returncode}:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure_grid(devices: list[str], presets: list[str], grids: list[str], threads: int = 2) -> list[dict]:
     """One fresh process per (device, grid, preset); a failed one is a row with its ``error``."""
     import torch
 
@@ -112,17 +159,12 @@ def measure(devices: list[str], presets: list[str], grids: list[str], threads: i
                     steps=steps,
                     threads=threads,
                 )
-                done = subprocess.run(
-                    [sys.executable, __file__, "--worker", json.dumps(spec)],
-                    capture_output=True,
-                    text=True,
-                    env={**os.environ, "PYTHONWARNINGS": "ignore"},
-                )
-                if done.returncode != 0:
-                    rows.append({"device": device, "preset": preset, "grid": grid, "error": done.stderr[-2000:]})
-                    print(f"{device} {preset} {grid} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
+                try:
+                    rows.append(measure(spec))
+                except RuntimeError as exc:
+                    rows.append({"device": device, "preset": preset, "grid": grid, "error": str(exc)})
+                    print(f"{device} {preset} {grid} failed: {exc}", file=sys.stderr)
                     continue
-                rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
                 print(f"  done {device} {preset} {grid}: {rows[-1]['samples_per_s']:.2f} samples/s", file=sys.stderr)
     return rows
 
@@ -135,8 +177,8 @@ def run(quick: bool = True) -> dict:
     """
     grids = ["94x160", "200x160", "450x160"]
     if quick:
-        return {"rows": measure(["cpu"], ["tiny"], grids), "threads": 2}
-    return {"rows": measure(["cpu", "cuda"], ["tiny", "small", "base"], grids), "threads": 2}
+        return {"rows": measure_grid(["cpu"], ["tiny"], grids), "threads": 2}
+    return {"rows": measure_grid(["cpu", "cuda"], ["tiny", "small", "base"], grids), "threads": 2}
 
 
 def main() -> None:
@@ -150,7 +192,7 @@ def main() -> None:
     if args.worker:
         print(json.dumps(run_one(**json.loads(args.worker))))
         return
-    rows = [r for r in measure(args.devices, args.presets, args.grids, args.threads) if "error" not in r]
+    rows = [r for r in measure_grid(args.devices, args.presets, args.grids, args.threads) if "error" not in r]
     load = os.getloadavg()[0]
     print(
         f"\nBrain-JEPA training throughput (CPU threads {args.threads}, load average {load:.1f}; "

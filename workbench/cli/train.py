@@ -300,9 +300,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """``workbench train``."""
+    """``workbench train``; under ``torchrun`` every process trains and rank 0 alone reports."""
+    import os
+
     from workbench.config import load_yaml, parse_overrides
 
+    main_process = os.environ.get("RANK", "0") == "0"
     settings = {**(load_yaml(args.config) if args.config else {}), **parse_overrides(args.overrides)}
     result = train_on_dataset(
         args.method,
@@ -312,15 +315,18 @@ def run_train(args: argparse.Namespace) -> int:
         args.preset,
         settings,
         args.protocol,
-        progress=not args.no_progress,
+        progress=main_process and not args.no_progress,
         force_new=args.force_new,
         stream=args.stream,
     )
-    last = result.history["step"][-1]["loss"] if result.history["step"] else float("nan")
-    print(
-        f"{args.method}: {result.steps} steps in {result.seconds:.1f} s, final loss {last:.4f}; "
-        f"checkpoint {result.checkpoint}"
-    )
+    if main_process:
+        last = result.history["step"][-1]["loss"] if result.history["step"] else float("nan")
+        world = result.meta["world_size"]
+        print(
+            f"{args.method}: {result.steps} steps in {result.seconds:.1f} s"
+            f"{f' on {world} processes' if world > 1 else ''}, final loss {last:.4f}; "
+            f"checkpoint {result.checkpoint}; weights sha256 {result.meta['weights_sha256'][:16]}"
+        )
     return 0
 
 

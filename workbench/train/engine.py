@@ -15,17 +15,21 @@ One run reads top to bottom (:func:`train`):
 5. **end of training** — ``after_training`` (also when ``max_steps`` or ``after_step`` cut an
    epoch), final checkpoint marked finished.
 
+Under ``torchrun`` each process trains on its slice of every batch and the gradients are averaged
+over the processes before each step (:mod:`workbench.train.distributed`); rank 0 alone shows
+progress and writes the checkpoint.
+
 Reproducibility by construction: the batches of epoch ``e`` are a pure function of
 ``(seed, e)``, the torch RNG is re-seeded from ``(seed, step)`` before every optimiser step,
 and every schedule is a pure function of the step. A run stopped at any checkpoint and
-resumed therefore takes exactly the steps the uninterrupted run would have taken.
+resumed (with as many processes) therefore takes exactly the steps the uninterrupted run would
+have taken.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,9 +44,11 @@ from workbench.errors import ConfigError
 from workbench.files import atomic_path, write_json
 from workbench.models.base import Method
 from workbench.train.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, check_same_run, read_checkpoint
+from workbench.train.distributed import Distributed, current, rank_device
 from workbench.train.settings import (
     TrainConfig,
     apply_schedules,
+    autocast_context,
     deterministic_algorithms,
     make_optimizer,
     resolve_device,
@@ -152,11 +158,13 @@ def _train(
     from tqdm.auto import tqdm
 
     # 1. set up
-    device = resolve_device(config.device)
+    distributed = current(config.device)
+    device = rank_device(resolve_device(config.device), distributed)
     torch.manual_seed(config.seed)
     standardizer = standardizer or Standardizer(config.normalization).fit(windows)
     prepare_method(method, windows, standardizer)
     method.to(device)
+    distributed.broadcast_module(method)
     optimizer = make_optimizer(method, config)
     dataset = WindowDataset(windows, standardizer)
     steps_per_epoch = (
@@ -182,6 +190,9 @@ def _train(
     checkpoint = out_dir / CHECKPOINT_NAME
 
     def save(run: _Progress) -> None:
+        if not distributed.is_main:
+            distributed.barrier()
+            return
         state = {
             **identity,
             "format": CHECKPOINT_FORMAT,
@@ -198,22 +209,22 @@ def _train(
         with atomic_path(checkpoint) as tmp:
             torch.save(state, tmp)
         write_json(out_dir / HISTORY_NAME, run.history, indent=1)
+        distributed.barrier()
 
-    # 2. restore
+    # 2. restore (rank 0 reads the checkpoint and hands it to the other processes)
     run = _Progress()
-    if resume and checkpoint.exists():
-        state = read_checkpoint(checkpoint)
+    state = read_checkpoint(checkpoint) if distributed.is_main and resume and checkpoint.exists() else None
+    state = distributed.broadcast_object(state)
+    if state is not None:
         check_same_run(state, identity, checkpoint)
         method.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         run = _Progress(state["step"], state["epoch"], state["batch_in_epoch"], state["finished"], state["history"])
 
-    autocast = (
-        torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-        if device.type == "cuda" and config.amp
-        else nullcontext()
-    )
-    bar = tqdm(total=total, initial=run.step, desc=f"train {method.name}", disable=not progress, leave=False)
+    autocast = autocast_context(device, config)
+    loss_fn = torch.compile(method.training_loss) if config.compile else method.training_loss
+    show = progress and distributed.is_main
+    bar = tqdm(total=total, initial=run.step, desc=f"train {method.name}", disable=not show, leave=False)
     t0 = time.perf_counter()
     stop = run.finished or run.step >= total
     while not stop:
@@ -222,9 +233,12 @@ def _train(
         batches = _epoch_batches(method, windows.labels, config.batch_size, config.seed, run.epoch)
         usable = batches[: steps_per_epoch * config.grad_accum]
         method.train()
+        loaded = _load(dataset, [distributed.shard(b) for b in usable[run.batch_in_epoch :]], config, device)
         while run.batch_in_epoch < len(usable) and not stop:
-            micro = usable[run.batch_in_epoch : run.batch_in_epoch + config.grad_accum]
-            logs, lr, wd = _optimizer_step(method, optimizer, dataset, micro, config, run.step, total, device, autocast)
+            micro = [next(loaded) for _ in range(config.grad_accum)]
+            logs, lr, wd = _optimizer_step(
+                method, loss_fn, optimizer, dataset, micro, config, run.step, total, device, autocast, distributed
+            )
             run.step += 1
             run.batch_in_epoch += config.grad_accum
             stop = bool(method.after_step(run.step, total)) or run.step >= total
@@ -248,39 +262,87 @@ def _train(
         run.finished = True
         save(run)
     method.eval()
-    return TrainResult(method, standardizer, run.history, checkpoint, time.perf_counter() - t0, run.step)
+    meta = {"world_size": distributed.world_size, "weights_sha256": distributed.check_identical(method)}
+    return TrainResult(method, standardizer, run.history, checkpoint, time.perf_counter() - t0, run.step, meta)
 
 
 def _optimizer_step(
     method: Method,
+    loss_fn,
     optimizer: torch.optim.Optimizer,
     dataset: WindowDataset,
-    micro_batches: list[list[int]],
+    micro_batches: list[tuple[list[int], dict[str, torch.Tensor]]],
     config: TrainConfig,
     step: int,
     total: int,
     device: torch.device,
     autocast,
+    distributed: Distributed,
 ) -> tuple[dict[str, float], float, float]:
-    """One optimiser step over ``grad_accum`` micro-batches; returns the averaged logs, lr and wd."""
-    torch.manual_seed(step_seed(config.seed, step))
+    """One optimiser step over ``grad_accum`` micro-batches; returns the averaged logs, lr and wd.
+
+    ``micro_batches`` are this process's slices of the micro-batches, as window indices and
+    tensors; the gradients are averaged over the processes before clipping, and the logs are the
+    mean over the processes.
+    """
+    torch.manual_seed(step_seed(config.seed, step, distributed.rank))
     lr, wd = apply_schedules(optimizer, config, step, total)
     optimizer.zero_grad(set_to_none=True)
     logs: dict[str, float] = {}
-    for indices in micro_batches:
-        batch = {k: v.to(device, non_blocking=True) for k, v in dataset[indices].items()}
+    for indices, tensors in micro_batches:
+        batch = {k: _to_device(v, device) for k, v in tensors.items()}
         with autocast:
-            out = method.training_loss(batch)
+            out = loss_fn(batch)
         loss = out["loss"].float()
-        if not torch.isfinite(loss):
+        finite = bool(torch.isfinite(loss))
+        if distributed.any(not finite, device):
+            if finite:
+                raise ConfigError(f"{method.name}: the loss became non-finite at step {step} in another process")
             raise ConfigError(_non_finite_message(method.name, loss.item(), step, dataset.windows, indices))
         (loss / config.grad_accum).backward()
         for key, value in out.items():
             logs[key] = logs.get(key, 0.0) + float(value.detach()) / config.grad_accum
+    distributed.average_gradients(list(method.parameters()))
+    logs = distributed.mean(logs, device)
     if config.clip_grad is not None:
         logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(method.parameters(), config.clip_grad))
     optimizer.step()
+    distributed.broadcast_norm_statistics(method)
     return logs, lr, wd
+
+
+class _Batches(torch.utils.data.Dataset):
+    """The batches of an epoch as items, for a DataLoader's workers: item ``i`` is batch ``i``."""
+
+    def __init__(self, dataset: WindowDataset, batches: list[list[int]]) -> None:
+        self.dataset, self.batches = dataset, batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> tuple[list[int], dict[str, torch.Tensor]]:
+        return self.batches[i], self.dataset[self.batches[i]]
+
+
+def _load(dataset: WindowDataset, batches: list[list[int]], config: TrainConfig, device: torch.device):
+    """Iterate ``(indices, tensors)`` of ``batches`` in order: read here, or by ``loader_workers``
+    background processes that read ahead (pinned memory on CUDA)."""
+    if config.loader_workers == 0:
+        return ((indices, dataset[indices]) for indices in batches)
+    loader = torch.utils.data.DataLoader(
+        _Batches(dataset, batches),
+        batch_size=None,
+        num_workers=config.loader_workers,
+        pin_memory=device.type == "cuda",
+    )
+    return iter(loader)
+
+
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Move a batch tensor; on CUDA through pinned memory so that the copy overlaps compute."""
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def _non_finite_message(name: str, value: float, step: int, windows: WindowSet, indices: list[int]) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ from workbench.errors import ConfigError
 from workbench.models.base import Method
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
+OPTIMIZER_IMPLS = ("auto", "loop", "foreach", "fused")
 
 
 @dataclass
@@ -48,6 +49,10 @@ class TrainConfig:
     checkpoint_every: int = 0  # optimiser steps between checkpoints (0 = end of each epoch only)
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     amp: bool = True  # bf16 autocast on CUDA (ignored elsewhere)
+    cpu_amp: bool = False  # bf16 autocast on the CPU too (bench/train_speed.py: slower without AVX512-BF16/AMX)
+    optimizer_impl: str = "auto"  # auto (torch's choice) | loop | foreach | fused: how the optimiser steps
+    compile: bool = False  # torch.compile the family's training_loss (first steps compile; bench/train_speed.py)
+    loader_workers: int = 0  # background processes reading the next batches (pinned memory on CUDA); 0 = inline
     normalization: str = "window"  # window | window-demean | dataset | global | none (workbench.data.normalize)
     deterministic: bool = True  # torch's deterministic kernels: same seed, same weights bit for bit
     seed: int = 0
@@ -57,6 +62,12 @@ class TrainConfig:
             raise ConfigError("train config: epochs, batch_size and grad_accum must be >= 1")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"train config: optimizer={self.optimizer!r}; choose one of {list(OPTIMIZERS)}")
+        if self.optimizer_impl not in OPTIMIZER_IMPLS:
+            raise ConfigError(
+                f"train config: optimizer_impl={self.optimizer_impl!r}; choose one of {list(OPTIMIZER_IMPLS)}"
+            )
+        if self.loader_workers < 0:
+            raise ConfigError(f"train config: loader_workers={self.loader_workers} must be >= 0 (0 reads inline)")
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"train config: max_steps={self.max_steps} must be >= 1 (or null for no cap)")
         Standardizer(self.normalization)  # checks the name
@@ -102,15 +113,38 @@ def cosine_schedule(
 
 
 def make_optimizer(method: Method, config: TrainConfig) -> torch.optim.Optimizer:
-    """The optimiser over the family's parameter groups (``lr_scale`` and ``apply_wd`` kept per group)."""
+    """The optimiser over the family's parameter groups (``lr_scale`` and ``apply_wd`` kept per group).
+
+    ``config.optimizer_impl`` picks torch's implementation: ``loop`` (one parameter at a time),
+    ``foreach`` (multi-tensor kernels), ``fused`` (one fused kernel per group) or ``auto``
+    (torch's default: foreach on CUDA, the loop on the CPU).
+    """
     groups = method.param_groups(config.weight_decay)
     for group in groups:
         group.setdefault("lr_scale", 1.0)
         group.setdefault("apply_wd", True)
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
-    kind = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    return kind(groups, lr=config.lr)
+    impl = {
+        "auto": {},
+        "loop": {"foreach": False},
+        "foreach": {"foreach": True},
+        "fused": {"fused": True},
+    }[config.optimizer_impl]
+    try:
+        if config.optimizer == "sgd":
+            return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, **impl)
+        kind = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+        return kind(groups, lr=config.lr, **impl)
+    except RuntimeError as exc:
+        raise ConfigError(
+            f"train config: optimizer_impl={config.optimizer_impl!r} is not available here ({exc}); use auto"
+        ) from None
+
+
+def autocast_context(device: torch.device, config: TrainConfig) -> AbstractContextManager:
+    """bf16 autocast on CUDA (``amp``) or on the CPU (``cpu_amp``); otherwise full float32."""
+    if (device.type == "cuda" and config.amp) or (device.type == "cpu" and config.cpu_amp):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return nullcontext()
 
 
 def apply_schedules(
@@ -128,8 +162,10 @@ def apply_schedules(
     return lr, wd
 
 
-def step_seed(seed: int, step: int) -> int:
-    return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
+def step_seed(seed: int, step: int, rank: int = 0) -> int:
+    """The torch seed of optimiser step ``step``; process ``rank`` > 0 of a distributed run draws its own."""
+    entropy = [seed, step] if rank == 0 else [seed, step, rank]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
 @contextmanager
@@ -153,8 +189,10 @@ def deterministic_algorithms(enabled: bool) -> Iterator[None]:
 
 __all__ = [
     "OPTIMIZERS",
+    "OPTIMIZER_IMPLS",
     "TrainConfig",
     "apply_schedules",
+    "autocast_context",
     "cosine_schedule",
     "deterministic_algorithms",
     "make_optimizer",
