@@ -2,7 +2,7 @@
 
 Each module under ``bench/`` named in :data:`BENCHMARKS` exposes ``run(quick: bool) -> dict``.
 A benchmark that raises is recorded with its error and the suite goes on; one whose module is
-absent (``train_speed`` until it lands) is recorded as skipped. ``--only`` runs a subset and
+absent is recorded as skipped. ``--only`` runs a subset and
 keeps the other entries of an existing ``results.json``, so the page always shows the latest
 measurement of every benchmark. The machine (CPU model and flags, cores, GPU, versions) is
 recorded with the results.
