@@ -36,11 +36,16 @@ TASKS = [
 
 
 def run(
-    quick: bool = False, steps: int | None = None, only: list[str] | None = None, stride: int | None = None
+    quick: bool = False,
+    steps: int | None = None,
+    only: list[str] | None = None,
+    stride: int | None = None,
+    verbose: bool = False,
 ) -> dict:
     """Decoding results per task (``{"dataset/label": results}``) and the seconds each took.
 
-    ``only`` keeps the tasks of these labels; ``stride`` replaces the ``heatpain`` stride.
+    ``only`` keeps the tasks of these labels; ``stride`` replaces the ``heatpain`` stride;
+    ``verbose`` prints each task's table as soon as it is done.
     """
     tasks = [t for t in TASKS if t["label"] in ("period", "category")] if quick else TASKS
     tasks = [t for t in tasks if only is None or t["label"] in only]
@@ -57,7 +62,10 @@ def run(
             start = time.perf_counter()
             metrics, _ = decoding_metrics([task], plan, run_root=runs if steps else None, progress=False)
             out.update(metrics["tasks"])
-            seconds[f"{task['dataset']}/{task['label']}"] = round(time.perf_counter() - start, 1)
+            key = f"{task['dataset']}/{task['label']}"
+            seconds[key] = round(time.perf_counter() - start, 1)
+            if verbose:
+                print(f"\n{key} ({seconds[key]} s)\n{decoding_table(out[key])}", flush=True)
     return {"tasks": out, "seconds": seconds}
 
 
@@ -71,9 +79,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = run(args.quick, args.steps, args.only, args.stride)
-    for key, results in result["tasks"].items():
-        print(f"\n{key} ({result['seconds'][key]} s)\n{decoding_table(results)}", flush=True)
+    run(args.quick, args.steps, args.only, args.stride, verbose=True)
 
 
 if __name__ == "__main__":

@@ -306,3 +306,29 @@ def test_an_encoder_that_cannot_fit_is_left_out_with_a_note_or_raises():
     results = decode(recordings, "condition", 5, factories={"x": needs_more}, on_error="note")
     assert "x" not in results["methods"] and "mean-activation" in results["methods"]
     assert any(note.startswith("x left out") for note in results["meta"]["notes"])
+
+
+def test_notebook_tasks_and_factories(tmp_path):
+    from workbench.notebook import decoding_factories, decoding_tasks, training_plan
+
+    tasks = decoding_tasks(["period", "rating"], ["category"], window=6, stride=2)
+    assert [t["label"] for t in tasks] == ["period", "rating", "category"]
+    assert tasks[2] == {
+        "dataset": "haxby-slice",
+        "label": "category",
+        "window": 6,
+        "stride": 1,
+        "grouping": "run",
+        "exclude": ["rest"],
+    }
+    plan = training_plan({"methods": ["fewshot", "jepa"], "presets": {"jepa": "tiny"}})
+    names = set(decoding_factories(plan, 6, run_root=tmp_path))
+    assert names == {
+        "fewshot",
+        "fewshot-untrained",
+        "jepa",
+        "jepa-untrained",
+        "jepa · attentive",
+        "jepa-untrained · attentive",
+    }
+    assert set(decoding_factories(plan, 6, attentive=False)) == {"fewshot-untrained", "jepa-untrained"}
