@@ -161,13 +161,11 @@ def test_train_writes_checkpoint_and_history_per_method(tiny_report: Path) -> No
 
 
 @pytest.mark.slow
-def test_embeddings_html_embeds_plotly_and_png(tiny_report: Path) -> None:
-    import plotly
-
+def test_embeddings_html_shares_plotly_and_png(tiny_report: Path) -> None:
     for method in _methods():
         page = (tiny_report / f"umap_{method}.html").read_text()
-        assert f"plotly.js v{plotly.__version__}" in page or "Plotly" in page
-        assert len(page) > 1_000_000  # plotly.js inlined, not loaded from a CDN
+        assert 'src="plotly.min.js"' in page  # one local bundle shared by the pages
+        assert "plotly.js v" in (tiny_report / "plotly.min.js").read_text()[:500]
         assert '<script src="http' not in page and "<script src='http" not in page
         png = tiny_report / "figures" / f"04_umap_{method}.png"
         assert png.read_bytes()[:4] == b"\x89PNG"

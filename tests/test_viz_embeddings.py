@@ -16,6 +16,7 @@ from scipy.spatial.distance import cdist
 
 from workbench.errors import ConfigError, DataError
 from workbench.viz.embeddings import (
+    PLOTLY_BUNDLE,
     LatentInspector,
     nearest_neighbours,
     save_html,
@@ -104,13 +105,19 @@ def test_umap_figure_rejects_misshapen_fields() -> None:
         umap_figure(np.zeros((4, 2)), {"subject": np.arange(3)})
 
 
-def test_save_html_is_self_contained_and_atomic(tmp_path, monkeypatch) -> None:
+def test_save_html_shares_one_local_plotly_bundle_and_is_atomic(tmp_path, monkeypatch) -> None:
     fig = _figure()[0]
     path = save_html(fig, tmp_path / "out" / "map.html")
     text = path.read_text()
     assert '<script src="https://cdn' not in text
-    assert "plotly.js v" in text and len(text) > 1_000_000  # the bundle itself is inlined
-    assert [p.name for p in path.parent.iterdir()] == ["map.html"]
+    assert f'src="{PLOTLY_BUNDLE}"' in text and len(text) < 200_000  # not inlined
+    bundle = path.parent / PLOTLY_BUNDLE
+    assert "plotly.js v" in bundle.read_text()[:500] and bundle.stat().st_size > 1_000_000
+    before = bundle.stat().st_mtime_ns
+    save_html(fig, path.parent / "second.html")  # a second page reuses the bundle
+    assert bundle.stat().st_mtime_ns == before
+    (path.parent / "second.html").unlink()
+    assert sorted(p.name for p in path.parent.iterdir()) == ["map.html", PLOTLY_BUNDLE]
 
     def broken(file, **kwargs):
         with open(file, "w") as stream:
@@ -121,7 +128,7 @@ def test_save_html_is_self_contained_and_atomic(tmp_path, monkeypatch) -> None:
     with pytest.raises(OSError, match="disk full"):
         save_html(fig, path)
     assert path.read_text() == text  # the old file is untouched, no temporary left behind
-    assert [p.name for p in path.parent.iterdir()] == ["map.html"]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["map.html", PLOTLY_BUNDLE]
 
 
 def test_save_png_writes_a_png(tmp_path) -> None:

@@ -10,7 +10,7 @@ writes ``reports/<run-id>/``::
     training_plan.json    the encoders' settings, written by 03 and read by the later notebooks
     notebooks/NN_*.ipynb  the executed notebooks (the record) and their offline HTML
     figures/              the key figures (PNG) shown on the index, captions in captions.json
-    umap_<family>.html    interactive UMAP plots (plotly.js embedded, no CDN)
+    umap_<family>.html    interactive UMAP plots (one shared plotly.min.js beside them, no CDN)
     runs/<family>-<hash>/ checkpoints and history.json, shared by 03, 04 and 05
 
 A run reads top to bottom (:func:`run_report`): **plan** the parameters of every notebook
