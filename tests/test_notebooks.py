@@ -16,6 +16,7 @@ import papermill
 import pytest
 import torch
 
+from workbench.methods import get_method
 from workbench.report import PROFILES, run_report
 from workbench.report.params import NOTEBOOK_DIR, NOTEBOOKS
 
@@ -176,7 +177,9 @@ def test_embeddings_html_shares_plotly_and_png(tiny_report: Path) -> None:
 @pytest.mark.slow
 def test_fewshot_metrics_hold_every_method_and_baseline(tiny_report: Path) -> None:
     metrics = json.loads((tiny_report / "metrics.json").read_text())
-    expected = set(_methods()) | {f"{m}-untrained" for m in _methods()} | {"fc-fingerprint", "lda-fc", "chance"}
+    readouts = {f"{m} · {r}" for m in _methods() for r in get_method(m).readouts if r != "mean"}
+    baselines = {"fc-fingerprint", "lda-fc", "chance"}
+    expected = set(_methods()) | {f"{m}-untrained" for m in _methods()} | readouts | baselines
     protocols = {"closed-set": TINY["windows"], "open-set": TINY["open_windows"]}
     for protocol, windows in protocols.items():
         assert sorted(metrics[protocol]) == sorted(str(w) for w in windows)
