@@ -255,7 +255,7 @@ def test_cli_decodes_with_a_run_refitted_per_fold(tmp_path, monkeypatch, capsys)
 def test_figures_and_table_of_decoding_results():
     from matplotlib.figure import Figure
 
-    from workbench.viz.decoding import decoding_markdown, plot_confusion, plot_predicted_vs_true
+    from workbench.viz.decoding import decoding_markdown, headline_table, plot_confusion, plot_predicted_vs_true
 
     recordings = _recordings(n_subjects=3)
     tasks, predictions = {}, {}
@@ -265,6 +265,9 @@ def test_figures_and_table_of_decoding_results():
     table = decoding_markdown(tasks)
     assert "condition (bal. acc.)" in table and "level (R²)" in table
     assert "| permuted-labels |" in table
+    cell = headline_table(tasks).loc["mean-activation", "level (R²)"]
+    r2 = tasks["level"]["methods"]["mean-activation"]["r2"]
+    assert cell == f"{r2['mean']:.2f} ± {r2['ci']:.2f}"
     fig = plot_confusion(tasks["condition"], predictions["condition"], ["mean-activation", "permuted-labels"])
     matrix = fig.axes[0].images[0].get_array()
     assert np.allclose(np.asarray(matrix).sum(axis=1), 1.0)  # rows normalised: recall per category
@@ -284,7 +287,7 @@ def test_jepa_tokens_are_the_grid_its_embedding_pools():
     from workbench.runs import token_family, untrained_factory, window_overrides
 
     assert token_family("jepa") and not token_family("fewshot")
-    assert window_overrides("jepa", "tiny", 6) == {"patch_size": 3}  # tiny's patch of 8 would give 0 patches
+    assert window_overrides("jepa", "tiny", 6) == {"patch_size": 2}  # tiny's patch of 8 would give 0 patches
     assert window_overrides("jepa", "tiny", 40) == {} and window_overrides("fewshot", "tiny", 6) == {}
     windows = WindowSet(_recordings(n_subjects=2, frames=40), 6, 6, label_names=())
     kwargs = dict(preset="tiny", overrides={"patch_size": 3}, seed=0, device="cpu", normalization="none")
@@ -320,7 +323,12 @@ def test_notebook_tasks_and_factories(tmp_path):
         "stride": 1,
         "grouping": "run",
         "exclude": ["rest"],
+        "trained": True,
     }
+    assert [t["trained"] for t in decoding_tasks(["period"], ["category"], trained=["haxby-slice"])] == [False, True]
+    assert decoding_tasks([], ["category"], haxby_folds=4)[0]["n_folds"] == 4
+    with pytest.raises(ConfigError, match="heatpian"):
+        decoding_tasks(["period"], [], trained=["heatpian"])
     plan = training_plan({"methods": ["fewshot", "jepa"], "presets": {"jepa": "tiny"}})
     names = set(decoding_factories(plan, 6, run_root=tmp_path))
     assert names == {

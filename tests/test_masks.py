@@ -181,6 +181,19 @@ def test_default_scales_sometimes_drop_edge_kinds() -> None:
     assert ("cross_roi",) in kinds and any("cross_time" in k for k in kinds)
 
 
+def test_two_time_patches_rarely_have_a_target_three_usually_do() -> None:
+    # P = 2: edges floor(2 · U(0, .4)) = 0 always; Cross-ROI width floor(2 · U(.2, .6)) > 0 when U >= .5
+    # (1/4). P = 3: Cross-ROI width > 0 with 2/3, each edge with 1/6: 1 - 1/3 · (5/6)^2 = 0.77.
+    def with_target(n_patches: int) -> float:
+        collator = SpatiotemporalMaskCollator(119, n_patches)
+        generator = _seeded(0)
+        draws = [collator.sample_sizes(generator) for _ in range(4000)]
+        return sum(d.cross_roi_width > 0 or max(d.edge_width) > 0 for d in draws) / len(draws)
+
+    assert with_target(2) == pytest.approx(0.25, abs=0.03)
+    assert with_target(3) == pytest.approx(1 - (1 / 3) * (5 / 6) ** 2, abs=0.03)
+
+
 def test_min_keep_is_guaranteed() -> None:
     collator = SpatiotemporalMaskCollator(8, 4, MaskConfig(min_keep=9))
     for seed in range(50):

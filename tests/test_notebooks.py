@@ -91,7 +91,7 @@ def test_common_parameters_agree_across_notebooks() -> None:
 
 
 def test_notebooks_that_train_or_load_encoders_share_the_training_plan() -> None:
-    for name in ("02_masks", "03_train", "04_embeddings", "05_fewshot"):
+    for name in ("02_masks", "03_train", "04_embeddings", "05_fewshot", "06_decoding"):
         inspected = papermill.inspect_notebook(str(NOTEBOOK_DIR / f"{name}.ipynb"))
         assert "training" in inspected
         assert not {"methods", "presets", "steps", "epochs", "max_steps", "seed", "device"} & set(inspected)

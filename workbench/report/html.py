@@ -15,9 +15,13 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from workbench.files import write_text
+from workbench.viz.decoding import headline_table
 from workbench.viz.outputs import CAPTIONS, FIGURES
 
+COLLAPSE_TABLE = Path("04_embeddings") / "collapse.csv"  # written by the embeddings notebook
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 _REMOTE_SCRIPT = re.compile(r"<script\b[^>]*\bsrc=[\"']?(?:https?:)?//[^>]*>\s*</script>", re.IGNORECASE)
 _OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
@@ -148,6 +152,36 @@ def _metrics_section(run_dir: Path) -> str:
     return f"<p class='muted'>{_e(note)}</p>" + "".join(parts)
 
 
+def _decoding_section(run_dir: Path) -> str:
+    path = run_dir / "decoding_metrics.json"
+    if not path.exists():
+        return "<p class='muted'>No decoding_metrics.json: the decoding notebook did not run or did not finish.</p>"
+    tasks = json.loads(path.read_text())["tasks"]
+    if not tasks:
+        return "<p class='muted'>No decoding task was run (every label list of the profile is empty).</p>"
+    folds = "; ".join(f"{_e(t)}: {r['meta']['n_folds']} folds by {_e(r['meta']['grouping'])}" for t, r in tasks.items())
+    note = (
+        "Linear probe on frozen features of windows inside one labelled period; group-wise cross-validation "
+        f"({folds}), mean ± 95% CI over folds. Balanced accuracy for categories, R² for values (0: the "
+        "training mean). Baselines: per-ROI mean activation, FC edges, the mean-activation probe on permuted labels."
+    )
+    table = headline_table(tasks).to_html(classes="decoding", escape=True, border=0)
+    return f"<p class='muted'>{_e(note)}</p>{table}"
+
+
+def _collapse_section(run_dir: Path) -> str:
+    path = run_dir / COLLAPSE_TABLE
+    if not path.exists():
+        return "<p class='muted'>No collapse table: the embeddings notebook did not run or did not finish.</p>"
+    table = pd.read_csv(path, index_col=0).round(3)
+    note = (
+        "On the embedded windows of the held-out subjects: RankMe (Garrido et al. 2023; about 1 when every "
+        "embedding lies on one line, up to the dimension for a flat spectrum), spread per dimension against the "
+        "mean norm, and the cosine of each embedding with the mean direction (near 1: all point one way)."
+    )
+    return f"<p class='muted'>{_e(note)}</p>{table.to_html(escape=True, border=0)}"
+
+
 def _figures_section(run_dir: Path) -> str:
     folder = run_dir / FIGURES
     if not folder.is_dir():
@@ -222,7 +256,11 @@ def write_index(run_dir: str | Path, manifest: dict[str, Any]) -> Path:
         ("wall time", f"{wall:.0f} s" if wall is not None else "–"),
         ("started", _e(manifest["started"])),
         ("interactive UMAP", umap_links),
-        ("files", "<a href='manifest.json'>manifest.json</a> · <a href='metrics.json'>metrics.json</a>"),
+        (
+            "files",
+            "<a href='manifest.json'>manifest.json</a> · <a href='metrics.json'>metrics.json</a> · "
+            "<a href='decoding_metrics.json'>decoding_metrics.json</a>",
+        ),
     ]
     meta = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in meta_rows)
     page = f"""<!DOCTYPE html>
@@ -234,6 +272,10 @@ def write_index(run_dir: str | Path, manifest: dict[str, Any]) -> Path:
 {_error_section(manifest)}
 <h2>Few-shot subject identification</h2>
 {_metrics_section(run_dir)}
+<h2>Task decoding</h2>
+{_decoding_section(run_dir)}
+<h2>Collapse check</h2>
+{_collapse_section(run_dir)}
 <h2>Notebooks</h2>
 {_notebooks_section(manifest)}
 <h2>Key figures</h2>

@@ -20,7 +20,7 @@ from workbench.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
-NOTEBOOKS = ("01_data_inspection", "02_masks", "03_train", "04_embeddings", "05_fewshot")
+NOTEBOOKS = ("01_data_inspection", "02_masks", "03_train", "04_embeddings", "05_fewshot", "06_decoding")
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}
 
 

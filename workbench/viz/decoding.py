@@ -36,20 +36,28 @@ def decoding_frame(tasks: Mapping[str, dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def decoding_markdown(tasks: Mapping[str, dict[str, Any]]) -> str:
-    """One Markdown table: rows = methods, columns = tasks, cells = the headline metric ``mean ± ci``.
+def headline_table(tasks: Mapping[str, dict[str, Any]]) -> pd.DataFrame:
+    """Rows = methods, columns = tasks (``"task (bal. acc.)"`` or ``"task (R²)"``), cells = ``mean ± ci``.
 
-    The headline metric is balanced accuracy for categorical labels and R² for continuous ones.
+    The headline metric is balanced accuracy for categorical labels and R² for continuous ones;
+    a method that was not run on a task has an empty cell.
     """
     frame = decoding_frame(tasks)
     headline = {"categorical": "balanced_accuracy", "continuous": "r2"}
     frame = frame[frame["metric"] == frame["kind"].map(headline)]
     frame = frame.assign(cell=[f"{m:.2f} ± {c:.2f}" for m, c in zip(frame["mean"], frame["ci"])])
     table = frame.pivot(index="method", columns="task", values="cell").reindex(columns=list(tasks))
-    table = table.reindex(list(dict.fromkeys(frame["method"])))
-    names = [f"{t} ({'bal. acc.' if r['meta']['kind'] == 'categorical' else 'R²'})" for t, r in tasks.items()]
-    lines = ["| method | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    lines += [f"| {m} | " + " | ".join("" if pd.isna(c) else c for c in row) + " |" for m, row in table.iterrows()]
+    table = table.reindex(list(dict.fromkeys(frame["method"]))).fillna("")
+    table.columns = [f"{t} ({'bal. acc.' if r['meta']['kind'] == 'categorical' else 'R²'})" for t, r in tasks.items()]
+    table.index.name = "method"
+    return table
+
+
+def decoding_markdown(tasks: Mapping[str, dict[str, Any]]) -> str:
+    """:func:`headline_table` as one Markdown table."""
+    table = headline_table(tasks)
+    lines = ["| method | " + " | ".join(table.columns) + " |", "|---|" + "---|" * len(table.columns)]
+    lines += [f"| {m} | " + " | ".join(row) + " |" for m, row in table.iterrows()]
     return "\n".join(lines)
 
 
@@ -107,4 +115,4 @@ def plot_predicted_vs_true(results: dict[str, Any], predictions: dict[str, Any],
     return fig
 
 
-__all__ = ["decoding_frame", "decoding_markdown", "plot_confusion", "plot_predicted_vs_true"]
+__all__ = ["decoding_frame", "decoding_markdown", "headline_table", "plot_confusion", "plot_predicted_vs_true"]
