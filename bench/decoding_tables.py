@@ -2,9 +2,9 @@
 
 Runs :func:`workbench.notebook.decoding_metrics` on the tasks of ``06_decoding`` (windows of 6
 frames, per-run standardisation; ``heatpain`` 5 folds by subject, ``haxby-slice`` one fold per
-run, rest excluded) with the ``tiny`` presets of ``fewshot`` and ``jepa`` (jepa's patch shrinks to
-3 frames, 2 time patches), untrained and, with ``--steps N``, trained for N steps on each
-training fold. Prints one table per task.
+run, rest excluded) with the ``tiny`` presets of ``fewshot``, ``jepa``, ``yaware`` and ``lfr``
+(jepa's patch shrinks to 2 frames, 3 time patches), untrained and, with ``--steps N``, trained
+for N steps on each training fold. Prints one table per task.
 
 Usage::
 
@@ -25,6 +25,7 @@ import torch
 from workbench.evaluation.decoding import decoding_table
 from workbench.notebook import decoding_metrics, training_plan
 
+FAMILIES = ("fewshot", "jepa", "yaware", "lfr")
 HEATPAIN = {"dataset": "heatpain", "window": 6, "stride": 2}
 TASKS = [
     {**HEATPAIN, "label": "period"},
@@ -52,7 +53,7 @@ def run(
     if stride is not None:
         tasks = [t | {"stride": max(stride, t["stride"])} if t["dataset"] == "heatpain" else t for t in tasks]
     plan = training_plan(
-        {"methods": ["fewshot", "jepa"], "presets": {"fewshot": "tiny", "jepa": "tiny"}, "device": "cpu"}
+        {"methods": list(FAMILIES), "presets": dict.fromkeys(FAMILIES, "tiny"), "device": "cpu"}
         | ({"max_steps": steps} if steps else {})
     )
     out, seconds = {}, {}

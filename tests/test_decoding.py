@@ -9,7 +9,7 @@ import torch
 
 from workbench.data.recording import Recording
 from workbench.errors import ConfigError, DataError, WorkbenchError
-from workbench.evaluation.attentive import attentive_probe
+from workbench.evaluation.attentive import AttentivePooler, attentive_probe
 from workbench.evaluation.decoding import (
     decode,
     decoding_scores,
@@ -166,6 +166,24 @@ def test_attentive_probe_finds_a_token_the_mean_pool_cannot():
     assert decoding_scores(y[test], pooled, "categorical")["balanced_accuracy"] < 0.65
     again = attentive_probe(x[train], y[train], x[test], "categorical", seed=0)
     assert np.array_equal(attentive, again)  # seeded
+
+
+@pytest.mark.parametrize("heads", [1, 2, 4])
+def test_factorised_single_query_attention_equals_multihead_attention(heads):
+    """The probe's O(N·D·H) attention gives what nn.MultiheadAttention gives, gradients included."""
+    torch.manual_seed(heads)
+    pooler = AttentivePooler(8, 3, num_heads=heads)
+    with torch.no_grad():  # non-zero biases, so the cancelled key bias and the value bias are exercised
+        pooler.attention.in_proj_bias.normal_()
+        pooler.attention.out_proj.bias.normal_()
+    tokens = torch.randn(5, 11, 8, requires_grad=True)
+    query = pooler.query.expand(5, -1, -1)
+    expected = pooler.attention(query, tokens, tokens, need_weights=False)[0][:, 0]
+    got = pooler.attend(tokens)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    (grad_expected,) = torch.autograd.grad(expected.square().sum(), tokens)
+    (grad_got,) = torch.autograd.grad(got.square().sum(), tokens)
+    torch.testing.assert_close(grad_got, grad_expected, rtol=1e-4, atol=1e-6)
 
 
 def test_attentive_probe_regression_and_bad_shapes():

@@ -44,11 +44,31 @@ class AttentivePooler(nn.Module):
         self.norm_head = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, n_outputs)
 
+    def attend(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``Attn(q, x, x)`` of the block, ``(B, N, D) -> (B, D)``, without projecting every token.
+
+        With one query the attention factorises: head ``h`` scores token ``x_n`` by
+        ``x_n · (W_k,hᵀ q_h) / √d_h`` (the key bias is the same for every token and cancels in the
+        softmax), and, since the weights sum to one, its output is ``W_v,h (Σ_n a_n x_n) + b_v,h``.
+        That costs ``O(N·D·H)`` per window instead of the ``O(N·D²)`` of projecting keys and
+        values, with the parameters and the result of ``self.attention`` (a test checks both).
+        """
+        batch, _, dim = tokens.shape
+        heads = self.attention.num_heads
+        w_q, w_k, w_v = self.attention.in_proj_weight.chunk(3)
+        b_q, _, b_v = self.attention.in_proj_bias.chunk(3)
+        q = (self.query[0, 0] @ w_q.T + b_q).view(heads, -1)  # (H, d_h)
+        scale = q.shape[1] ** -0.5
+        u = torch.einsum("he,hed->dh", q, w_k.view(heads, -1, dim)) * scale  # (D, H)
+        weights = torch.softmax(tokens @ u, dim=1)  # (B, N, H)
+        pooled = torch.einsum("bnh,bnd->bhd", weights, tokens)  # (B, H, D)
+        values = torch.einsum("bhd,hed->bhe", pooled, w_v.view(heads, -1, dim)) + b_v.view(heads, -1)
+        return self.attention.out_proj(values.reshape(batch, dim))
+
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        q = self.query.expand(tokens.shape[0], -1, -1)
-        h = q + self.attention(q, tokens, tokens, need_weights=False)[0]
+        h = self.query[:, 0] + self.attend(tokens)
         h = h + self.mlp(self.norm_mlp(h))
-        return self.head(self.norm_head(h[:, 0]))
+        return self.head(self.norm_head(h))
 
 
 def attentive_probe(

