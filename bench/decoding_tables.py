@@ -3,14 +3,16 @@
 Runs :func:`workbench.notebook.decoding_metrics` on the tasks of ``06_decoding`` (windows of 6
 frames, per-run standardisation; ``heatpain`` 5 folds by subject, ``haxby-slice`` one fold per
 run, rest excluded) with the ``tiny`` presets of ``fewshot``, ``jepa``, ``yaware`` and ``lfr``
-(jepa's patch shrinks to 2 frames, 3 time patches), untrained and, with ``--steps N``, trained
-for N steps on each training fold. Prints one table per task.
+(jepa's patch shrinks to 2 frames, 3 time patches; ``--families`` and ``--preset`` choose
+others, e.g. ``recvae`` on the slice), untrained and, with ``--steps N``, trained for N steps on
+each training fold. Prints one table per task.
 
 Usage::
 
     python bench/decoding_tables.py                 # baselines + untrained encoders
     python bench/decoding_tables.py --steps 200     # + trained encoders (one training per fold)
     python bench/decoding_tables.py --quick         # period and category only
+    python bench/decoding_tables.py --only category --families recvae --preset small --steps 400
 """
 
 from __future__ import annotations
@@ -42,18 +44,21 @@ def run(
     only: list[str] | None = None,
     stride: int | None = None,
     verbose: bool = False,
+    families: tuple[str, ...] = FAMILIES,
+    preset: str = "tiny",
 ) -> dict:
     """Decoding results per task (``{"dataset/label": results}``) and the seconds each took.
 
     ``only`` keeps the tasks of these labels; ``stride`` replaces the ``heatpain`` stride;
-    ``verbose`` prints each task's table as soon as it is done.
+    ``verbose`` prints each task's table as soon as it is done; ``families`` are decoded with
+    their ``preset``.
     """
     tasks = [t for t in TASKS if t["label"] in ("period", "category")] if quick else TASKS
     tasks = [t for t in tasks if only is None or t["label"] in only]
     if stride is not None:
         tasks = [t | {"stride": max(stride, t["stride"])} if t["dataset"] == "heatpain" else t for t in tasks]
     plan = training_plan(
-        {"methods": list(FAMILIES), "presets": dict.fromkeys(FAMILIES, "tiny"), "device": "cpu"}
+        {"methods": list(families), "presets": dict.fromkeys(families, preset), "device": "cpu"}
         | ({"max_steps": steps} if steps else {})
     )
     out, seconds = {}, {}
@@ -77,10 +82,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--only", nargs="+", default=None, metavar="LABEL", help="only the tasks of these labels")
     parser.add_argument("--stride", type=int, default=None, help="step between heatpain windows (default 2)")
+    parser.add_argument("--families", nargs="+", default=list(FAMILIES), help="families to decode with")
+    parser.add_argument("--preset", default="tiny", help="preset of every family (default tiny)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    run(args.quick, args.steps, args.only, args.stride, verbose=True)
+    run(args.quick, args.steps, args.only, args.stride, True, tuple(args.families), args.preset)
 
 
 if __name__ == "__main__":
