@@ -1,6 +1,6 @@
 """Property-based tests of the readers and the catalog loader: any input gives a result or a WorkbenchError.
 
-Hypothesis settings: 200 examples per property for arbitrary bytes and arrays, 300 for catalogs
+Hypothesis settings: 200 examples per property for arbitrary bytes, arrays and NIfTI headers, 300 for catalogs
 (derandomized, so CI runs the same examples; no deadline, file I/O varies in speed).
 """
 
@@ -62,6 +62,30 @@ def test_arbitrary_tables_give_a_clean_run_or_a_clear_error(suffix, table):
             np.save(path, table)
         else:
             np.savetxt(path, np.real(table).astype(np.float64), delimiter=",")
+        _read(path)
+
+
+@FILES
+@given(
+    shape=st.lists(st.integers(1, 2000), min_size=1, max_size=5),
+    dtype=st.sampled_from([np.uint8, np.int16, np.float32, np.float64, np.complex64]),
+    payload=st.integers(0, 4000),
+    gzip=st.booleans(),
+)
+def test_arbitrary_nifti_headers_give_a_clean_run_or_a_clear_error(shape, dtype, payload, gzip):
+    """A valid header of any shape and type (up to 2000⁵ voxels) over too few or enough bytes."""
+    import gzip as gz
+
+    import nibabel as nib
+
+    header = nib.Nifti1Header()
+    header.set_data_shape(shape)
+    header.set_data_dtype(dtype)
+    header.set_data_offset(352)
+    raw = header.binaryblock + b"\0" * 4 + np.arange(payload, dtype=np.uint8).tobytes()
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / ("run.nii.gz" if gzip else "run.nii")
+        path.write_bytes(gz.compress(raw) if gzip else raw)
         _read(path)
 
 
