@@ -175,7 +175,8 @@ def _collapse_section(run_dir: Path) -> str:
         return "<p class='muted'>No collapse table: the embeddings notebook did not run or did not finish.</p>"
     table = pd.read_csv(path, index_col=0).round(3)
     note = (
-        "On the embedded windows of the held-out subjects: RankMe (Garrido et al. 2023; about 1 when every "
+        "On the windows the embeddings notebook maps (whole runs, stride W/2; the first halves were seen in "
+        "training): RankMe (Garrido et al. 2023; about 1 when every "
         "embedding lies on one line, up to the dimension for a flat spectrum), spread per dimension against the "
         "mean norm, and the cosine of each embedding with the mean direction (near 1: all point one way)."
     )
