@@ -307,6 +307,8 @@ def test_jepa_tokens_are_the_grid_its_embedding_pools():
     assert token_family("jepa") and not token_family("fewshot")
     assert window_overrides("jepa", "tiny", 6) == {"patch_size": 2}  # tiny's patch of 8 would give 0 patches
     assert window_overrides("jepa", "tiny", 40) == {} and window_overrides("fewshot", "tiny", 6) == {}
+    with pytest.raises(ConfigError, match="cannot hold three time patches; use W >= 3"):
+        window_overrides("jepa", "tiny", 2)
     windows = WindowSet(_recordings(n_subjects=2, frames=40), 6, 6, label_names=())
     kwargs = dict(preset="tiny", overrides={"patch_size": 3}, seed=0, device="cpu", normalization="none")
     tokens = untrained_factory("jepa", tokens=True, **kwargs)(windows)(windows.get(np.arange(4)))
@@ -358,3 +360,8 @@ def test_notebook_tasks_and_factories(tmp_path):
         "jepa-untrained · attentive",
     }
     assert set(decoding_factories(plan, 6, attentive=False)) == {"fewshot-untrained", "jepa-untrained"}
+    capped = decoding_factories(plan, 6, run_root=tmp_path, steps=7)
+    uncapped = decoding_factories(plan, 6, run_root=tmp_path)
+    assert capped["jepa"].train_overrides["max_steps"] == 7
+    assert capped["jepa"].train_overrides["normalization"] == "none"
+    assert uncapped["jepa"].train_overrides.get("max_steps") == plan.engine("jepa").get("max_steps")
