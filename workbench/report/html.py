@@ -176,9 +176,12 @@ def _collapse_section(run_dir: Path) -> str:
     table = pd.read_csv(path, index_col=0).round(3)
     note = (
         "On the windows the embeddings notebook maps (whole runs, stride W/2; the first halves were seen in "
-        "training): RankMe (Garrido et al. 2023; about 1 when every "
-        "embedding lies on one line, up to the dimension for a flat spectrum), spread per dimension against the "
-        "mean norm, and the cosine of each embedding with the mean direction (near 1: all point one way)."
+        "training). RankMe (Garrido et al. 2023) of the centred embeddings: about 1 when every "
+        "embedding lies on one line through their mean, up to the dimension for a flat spectrum; of the "
+        "standardised ones (each dimension scaled to unit spread); and the paper's uncentred value for reference. "
+        "The offset (norm of the mean embedding) is reported apart, as its ratio to the spread (mean distance "
+        "from the mean): a shared offset is invisible to every probe and is not collapse, and it alone drives "
+        "the uncentred RankMe and the cosine with the mean direction towards 1."
     )
     return f"<p class='muted'>{_e(note)}</p>{table.to_html(escape=True, border=0)}"
 
