@@ -29,3 +29,7 @@ class CheckpointError(WorkbenchError):
 
 class DataWarning(UserWarning):
     """Data read on an assumption the reader had to make; the message names the setting that states it."""
+
+
+class LearningWarning(UserWarning):
+    """A training run ended without leaving its trivial floor; the message says which and by how much."""

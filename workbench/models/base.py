@@ -16,6 +16,8 @@ call                        when                                                
 ``after_epoch(e)``          after every full epoch                                  nothing
 ``after_training()``        once at the end, also when ``max_steps`` cuts an epoch  nothing
 ``embed(x)``                evaluation: windows ``(B, T, F)`` -> ``(B, D)``         (required)
+``diagnostics(batch)``      every ``monitor_every`` steps, on a fixed monitor       the loss only
+                            batch: the objective beside its trivial ``floor``
 ``param_groups(wd)``        the optimiser's groups, with ``lr_scale``/``apply_wd``  decay on
                                                                                     >= 2-D only
 ``batch_sampler(...)``      the batches of an epoch                                 shuffled
@@ -27,6 +29,13 @@ when the data carry labels, ``"y"`` ``(B, k)`` float32 in the order of ``spec.la
 (categorical columns as codes into their categories, NaN where undefined). A family that wants
 another layout (Brain-JEPA's ``(B, 1, R, T)`` image) converts inside.
 
+Learning is shown, not assumed: :meth:`Method.diagnostics` returns the family's objective on a
+fixed monitor batch beside its *trivial floor* — what a model that learned nothing but position,
+a constant or the mean scores on the same batch — and :meth:`Method.learning_verdict` turns a
+record into a sentence when the run has not left that floor. The engine adds the effective rank
+of the centred embeddings (:func:`workbench.spectrum.rankme`) and writes every record to
+``history.json``.
+
 Randomness inside ``training_loss`` comes from torch's global RNG, which the engine reseeds from
 ``(seed, step)`` before every optimiser step; state that must survive a resume (EMA targets,
 fitted buffers, phase counters) lives in registered buffers, which checkpoints carry.
@@ -35,6 +44,7 @@ fitted buffers, phase counters) lives in registered buffers, which checkpoints c
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
@@ -63,6 +73,8 @@ class Method(nn.Module):
     train_defaults: ClassVar[dict[str, Any]] = {}
     readouts: ClassVar[tuple[str, ...]] = ("mean",)
     """Ways ``embed`` pools; a family with more than one takes ``embed(x, readout=name)`` (jepa: ``"roi"``)."""
+    floor_description: ClassVar[str] = ""
+    """The trivial floor of :meth:`diagnostics` in words, e.g. ``"predicting each position's mean target"``."""
 
     def __init__(self, config: Any, spec: DataSpec) -> None:
         super().__init__()
@@ -84,6 +96,38 @@ class Method(nn.Module):
         For readouts that keep the grid (the attentive probe); families without tokens raise.
         """
         raise ConfigError(f"family {self.name!r} has no token grid; token readouts need a token family (jepa)")
+
+    # -- learning diagnostics ----------------------------------------------------------------
+    def diagnostics(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """The objective on a fixed monitor batch beside its trivial floor.
+
+        The engine calls it in eval mode, without gradients and with torch's global RNG seeded
+        to the same value at every call (so masks and views are the same draws each time),
+        before the first step, every ``monitor_every`` steps and after the last.
+
+        Returns
+        -------
+        dict of str to float
+            ``"loss"``: the family's objective on ``batch`` (lower is better); ``"floor"``
+            (where the family has one): what a model that learned nothing scores on the same
+            batch in the same units, as described by :attr:`floor_description`; any further
+            family-specific scalars (e.g. jepa's ``content_cosine``). This default reports the
+            training loss and no floor.
+        """
+        return {"loss": float(self.training_loss(batch)["loss"].detach())}
+
+    def learning_verdict(self, record: dict[str, float]) -> str | None:
+        """``None`` when a :meth:`diagnostics` record shows learning, else a sentence saying why not.
+
+        The default: the loss has not gone below the floor.
+        """
+        loss, floor = record.get("loss", math.nan), record.get("floor", math.nan)
+        if math.isfinite(floor) and not loss < floor:
+            return (
+                f"its loss on the monitor batch ({loss:.4g}) is not below its trivial floor ({floor:.4g}, "
+                f"{self.floor_description or 'a model that learned nothing'})"
+            )
+        return None
 
     # -- optional hooks ----------------------------------------------------------------------
     def prepare(self, windows: np.ndarray, labels: np.ndarray | None = None) -> None:

@@ -13,7 +13,12 @@ One run reads top to bottom (:func:`train`):
    schedules, forward/backward of the micro-batches, clipping, step, ``after_step``;
 4. **end of epoch** — ``after_epoch``, epoch history, checkpoint;
 5. **end of training** — ``after_training`` (also when ``max_steps`` or ``after_step`` cut an
-   epoch), final checkpoint marked finished.
+   epoch), the learning verdict, final checkpoint marked finished.
+
+Learning is shown, not assumed: before the first step, every ``monitor_every`` steps and after the
+last, the family's objective on a fixed monitor batch is recorded beside its trivial floor and
+the centred RankMe of its embeddings (:mod:`workbench.train.monitor`); a run that ends at its floor
+says so with a :class:`~workbench.errors.LearningWarning`.
 
 Under ``torchrun`` each process trains on its slice of every batch and the gradients are averaged
 over the processes before each step (:mod:`workbench.train.distributed`); rank 0 alone shows
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,11 +46,12 @@ import torch
 from workbench.data.dataset import WindowDataset
 from workbench.data.normalize import Standardizer
 from workbench.data.windows import WindowSet, window_problems
-from workbench.errors import ConfigError
+from workbench.errors import ConfigError, LearningWarning
 from workbench.files import atomic_path, write_json
 from workbench.models.base import Method
 from workbench.train.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, check_same_run, read_checkpoint
 from workbench.train.distributed import Distributed, current, rank_device
+from workbench.train.monitor import diagnose, floor_postfix, is_monitor_step, monitor_batch, monitor_interval
 from workbench.train.settings import (
     TrainConfig,
     apply_schedules,
@@ -65,7 +72,7 @@ class TrainResult:
 
     method: Method
     standardizer: Standardizer
-    history: dict[str, list[dict[str, float]]]
+    history: dict[str, Any]
     checkpoint: Path
     seconds: float
     steps: int = 0
@@ -104,7 +111,7 @@ class _Progress:
     epoch: int = 0
     batch_in_epoch: int = 0
     finished: bool = False
-    history: dict[str, list[dict[str, float]]] = field(default_factory=lambda: {"step": [], "epoch": []})
+    history: dict[str, Any] = field(default_factory=lambda: {"step": [], "epoch": [], "monitor": []})
 
 
 def train(
@@ -116,6 +123,7 @@ def train(
     progress: bool = True,
     resume: bool = True,
     provenance: dict[str, Any] | None = None,
+    monitor: WindowSet | None = None,
 ) -> TrainResult:
     """Train ``method`` on ``train_windows``; write ``checkpoint.pt`` and ``history.json`` in ``out_dir``.
 
@@ -140,9 +148,15 @@ def train(
         Plain facts about where the windows came from (dataset, content digest, protocol) kept
         in the checkpoint: a resumption must match them, and evaluation reads its leak guard
         from them.
+    monitor : WindowSet, optional
+        Held-out windows (never trained on) of which ``config.monitor_windows`` evenly spaced
+        ones form the fixed batch of the learning diagnostics; default: the training windows.
+        They must carry the training windows' label columns when the family reads labels.
     """
     with deterministic_algorithms(config.deterministic):
-        return _train(method, train_windows, config, Path(out_dir), standardizer, progress, resume, provenance or {})
+        return _train(
+            method, train_windows, config, Path(out_dir), standardizer, progress, resume, provenance or {}, monitor
+        )
 
 
 def _train(
@@ -154,6 +168,7 @@ def _train(
     progress: bool,
     resume: bool,
     provenance: dict[str, Any],
+    monitor: WindowSet | None,
 ) -> TrainResult:
     from tqdm.auto import tqdm
 
@@ -222,6 +237,22 @@ def _train(
         run = _Progress(state["step"], state["epoch"], state["batch_in_epoch"], state["finished"], state["history"])
 
     autocast = autocast_context(device, config)
+    interval = monitor_interval(total, config.monitor_every)
+    probe = None if interval == 0 else monitor_batch(monitor or windows, standardizer, config.monitor_windows)
+    run.history.setdefault("monitor", [])
+    run.history["monitor_on"] = "held-out windows" if monitor is not None else "training windows"
+
+    def record() -> dict[str, float] | None:
+        """Add a diagnostics record for the current step (once per step) and return the last one."""
+        if probe is None:
+            return None
+        records = run.history["monitor"]
+        if not records or records[-1]["step"] != run.step:
+            records.append(diagnose(method, probe, run.step, autocast, device))
+        return records[-1]
+
+    if run.step == 0:
+        record()
     loss_fn = torch.compile(method.training_loss) if config.compile else method.training_loss
     show = progress and distributed.is_main
     bar = tqdm(total=total, initial=run.step, desc=f"train {method.name}", disable=not show, leave=False)
@@ -244,7 +275,10 @@ def _train(
             stop = bool(method.after_step(run.step, total)) or run.step >= total
             run.history["step"].append({"step": run.step, "epoch": run.epoch, "lr": lr, "weight_decay": wd, **logs})
             bar.update(1)
-            bar.set_postfix(loss=f"{logs['loss']:.4f}", epoch=run.epoch)
+            # the last record is taken after after_training (which may still change the model)
+            last = record() if not stop and is_monitor_step(run.step, total, interval) else None
+            last = last or (run.history["monitor"][-1] if run.history["monitor"] else None)
+            bar.set_postfix(loss=f"{logs['loss']:.4f}", epoch=run.epoch, **(floor_postfix(last) if last else {}))
             if config.checkpoint_every and run.step % config.checkpoint_every == 0 and not stop:
                 save(run)
         # 4. end of epoch
@@ -259,6 +293,11 @@ def _train(
     # 5. end of training
     if not run.finished:
         method.after_training()
+        last = record()
+        verdict = None if last is None else method.learning_verdict(last)
+        run.history["verdict"] = verdict
+        if verdict is not None:
+            warnings.warn(LearningWarning(f"{method.name} after {run.step} steps: {verdict}"), stacklevel=3)
         run.finished = True
         save(run)
     method.eval()

@@ -55,6 +55,8 @@ class TrainConfig:
     loader_workers: int = 0  # background processes reading the next batches (pinned memory on CUDA); 0 = inline
     normalization: str = "window"  # window | window-demean | dataset | global | none (workbench.data.normalize)
     deterministic: bool = True  # torch's deterministic kernels: same seed, same weights bit for bit
+    monitor_every: int | None = None  # steps between learning diagnostics (None: ~20 over the run; 0: off)
+    monitor_windows: int = 128  # windows of the fixed monitor batch (workbench.train.monitor)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -70,6 +72,10 @@ class TrainConfig:
             raise ConfigError(f"train config: loader_workers={self.loader_workers} must be >= 0 (0 reads inline)")
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"train config: max_steps={self.max_steps} must be >= 1 (or null for no cap)")
+        if self.monitor_every is not None and self.monitor_every < 0:
+            raise ConfigError(f"train config: monitor_every={self.monitor_every} must be >= 0 (0: no diagnostics)")
+        if self.monitor_windows < 2:
+            raise ConfigError(f"train config: monitor_windows={self.monitor_windows} must be >= 2")
         Standardizer(self.normalization)  # checks the name
 
 
