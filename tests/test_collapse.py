@@ -76,7 +76,8 @@ def test_summary_spread_and_cosine_to_the_mean_direction():
     summary = collapse_summary(np.eye(2))
     assert summary["std_mean"] == pytest.approx(0.5) and summary["norm_mean"] == pytest.approx(1.0)
     # centred, two rows span one line: RankMe 1 of the most a centred 2-row matrix can reach (1)
-    assert summary["rankme"] == pytest.approx(1.0, rel=1e-5) and summary["rankme_fraction"] == pytest.approx(1.0, rel=1e-5)
+    assert summary["rankme"] == pytest.approx(1.0, rel=1e-5)
+    assert summary["rankme_fraction"] == pytest.approx(1.0, rel=1e-5)
     assert summary["rankme_uncentred"] == pytest.approx(2.0, rel=1e-5)
     assert summary["offset_norm"] == pytest.approx(2**-0.5) and summary["spread"] == pytest.approx(2**-0.5)
     # one direction plus a tiny isotropic jitter: the windows still vary in every direction around the

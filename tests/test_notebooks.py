@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 
 import nbformat
+import numpy as np
+import pandas as pd
 import papermill
 import pytest
 import torch
@@ -159,6 +161,18 @@ def test_train_writes_checkpoint_and_history_per_method(tiny_report: Path) -> No
     plan = json.loads((tiny_report / "training_plan.json").read_text())
     assert plan["methods"] == _methods() and plan["window"] == TINY["training"]["window"]
     assert (tiny_report / "figures" / "03_loss_curves.png").exists()
+    # the learning diagnostics: records before the first step and after the last, the floor, the verdict
+    learning = pd.read_csv(tiny_report / "03_train" / "learning.csv", index_col=0)
+    assert sorted(learning.index) == sorted(_methods())
+    for method, row in summary.items():
+        history = json.loads((tiny_report / row["run folder"] / "history.json").read_text())
+        steps = [r["step"] for r in history["monitor"]]
+        assert steps[0] == 0 and steps[-1] == TINY["training"]["max_steps"]
+        assert learning.loc[method, "loss at end"] == pytest.approx(history["monitor"][-1]["loss"])
+        assert learning.loc[method, "steps"] == TINY["training"]["max_steps"]
+        assert np.isfinite(learning.loc[method, "floor"]), f"{method} reports no trivial floor"
+        assert learning.loc[method, "verdict"].startswith(("below its floor", "at its floor"))
+    assert (tiny_report / "figures" / "03_learning.png").exists()
 
 
 @pytest.mark.slow

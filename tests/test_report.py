@@ -216,7 +216,10 @@ def test_index_links_everything(tiny_report: Path) -> None:
     assert "Task decoding" in index and "heatpain/period (bal. acc.)" in index
     assert f"{period['mean']:.2f} ± {period['ci']:.2f}" in index  # the headline table holds the measured cell
     collapse = pd.read_csv(tiny_report / "04_embeddings" / "collapse.csv", index_col=0)
-    assert "Collapse check" in index and "rankme" in index
+    assert "Collapse check" in index and "rankme" in index and "offset_ratio" in index
+    learning = pd.read_csv(tiny_report / "03_train" / "learning.csv", index_col=0)
+    assert "Did the encoders learn?" in index and "loss / floor" in index
+    assert all(f"<b>{name}</b>" in index for name in learning.index)
     assert all(f"<th>{name}</th>" in index for name in collapse.index)
     for png in (tiny_report / "figures").glob("*.png"):
         assert f"figures/{png.name}" in index

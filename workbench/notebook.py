@@ -176,6 +176,46 @@ def training_summary(
     ).set_index("method")
 
 
+def learning_summary(results: dict[str, Any]) -> pd.DataFrame:
+    """One row per trained family: did it leave its trivial floor? (the learning diagnostics in words)
+
+    From each run's ``history["monitor"]`` (:mod:`workbench.train.monitor`): the optimiser steps
+    it took, the objective on the monitor batch before training and at the end, the trivial
+    floor on the same batch, their ratio (below 1: better than the floor), the centred RankMe
+    before and after, jepa's content cosine and target-initialisation share where logged, and
+    the verdict: ``"below its floor"`` or the family's sentence why not.
+    """
+    rows = []
+    for name, result in results.items():
+        records = result.history.get("monitor") or []
+        first, last = (records[0], records[-1]) if records else ({}, {})
+        floor = last.get("floor", float("nan"))
+        verdict = result.history.get("verdict")
+        has_floor = bool(records) and np.isfinite(floor)
+        row = {
+            "method": name,
+            "steps": result.steps,
+            "monitor on": result.history.get("monitor_on", "–"),
+            "loss at start": first.get("loss", float("nan")),
+            "loss at end": last.get("loss", float("nan")),
+            "floor": floor,
+            "loss / floor": last.get("loss", float("nan")) / floor if has_floor and floor else float("nan"),
+            "RankMe at start": first.get("rankme", float("nan")),
+            "RankMe at end": last.get("rankme", float("nan")),
+        }
+        for key in ("content_cosine", "init_share"):
+            if key in last:
+                row[key] = last[key]
+        if not records:
+            row["verdict"] = "not monitored"
+        elif not has_floor:
+            row["verdict"] = "no floor defined"
+        else:
+            row["verdict"] = "below its floor" if verdict is None else f"at its floor: {verdict}"
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("method")
+
+
 def runs_table(recordings: list) -> pd.DataFrame:
     """One row per run: subject, session, dataset, frames, features (ROIs, or the volume shape), TR, minutes."""
     return pd.DataFrame(
@@ -462,6 +502,7 @@ __all__ = [
     "runs_table",
     "save_training_plan",
     "training_plan",
+    "learning_summary",
     "training_summary",
     "untrained_factories",
     "window_annotations",

@@ -22,6 +22,7 @@ from workbench.viz.decoding import headline_table
 from workbench.viz.outputs import CAPTIONS, FIGURES
 
 COLLAPSE_TABLE = Path("04_embeddings") / "collapse.csv"  # written by the embeddings notebook
+LEARNING_TABLE = Path("03_train") / "learning.csv"  # written by the training notebook
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 _REMOTE_SCRIPT = re.compile(r"<script\b[^>]*\bsrc=[\"']?(?:https?:)?//[^>]*>\s*</script>", re.IGNORECASE)
 _OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
@@ -169,6 +170,26 @@ def _decoding_section(run_dir: Path) -> str:
     return f"<p class='muted'>{_e(note)}</p>{table}"
 
 
+def _learning_section(run_dir: Path) -> str:
+    path = run_dir / LEARNING_TABLE
+    if not path.exists():
+        return "<p class='muted'>No learning table: the training notebook did not run or did not finish.</p>"
+    table = pd.read_csv(path, index_col=0)
+    note = (
+        "Each family's objective on a fixed monitor batch before and after training, beside its trivial floor on "
+        "the same batch (jepa: predicting each position's mean target; lfr: the best input-independent "
+        "prediction; yaware: collapsed projections; recvae: each voxel's window mean; fewshot: collapsed "
+        "embeddings), with the optimiser steps each encoder actually took and the centred RankMe of its "
+        "embeddings. A ratio loss / floor below 1 means the family learned something about the windows' "
+        "content; at or above 1 it has not, whatever its loss curve shows."
+    )
+    words = "".join(
+        f"<li><b>{_e(name)}</b> ({int(row['steps'])} steps): {_e(row['verdict'])}</li>"
+        for name, row in table.iterrows()
+    )
+    return f"<p class='muted'>{_e(note)}</p><ul>{words}</ul>{table.round(4).to_html(escape=True, border=0)}"
+
+
 def _collapse_section(run_dir: Path) -> str:
     path = run_dir / COLLAPSE_TABLE
     if not path.exists():
@@ -274,6 +295,8 @@ def write_index(run_dir: str | Path, manifest: dict[str, Any]) -> Path:
 <h1>fMRI Representation Workbench — report {_e(manifest["run_id"])}</h1>
 <table class="meta">{meta}</table>
 {_error_section(manifest)}
+<h2>Did the encoders learn?</h2>
+{_learning_section(run_dir)}
 <h2>Few-shot subject identification</h2>
 {_metrics_section(run_dir)}
 <h2>Task decoding</h2>

@@ -1,9 +1,11 @@
 """Training curves from the ``history.json`` the training engine writes (the training notebook).
 
 The file holds ``{"step": [{"step", "epoch", "lr", "weight_decay", "loss", ...}], "epoch":
-[{"epoch", "loss", "step"}]}``: one record per optimizer step with every scalar the method
-logged (``training_loss`` entries, ``grad_norm`` when clipping), and the mean loss of every
-finished epoch.
+[{"epoch", "loss", "step"}], "monitor": [{"step", "loss", "floor", "rankme", ...}]}``: one
+record per optimizer step with every scalar the method logged (``training_loss`` entries,
+``grad_norm`` when clipping), the mean loss of every finished epoch, and the learning
+diagnostics on the fixed monitor batch (:mod:`workbench.train.monitor`): the objective beside
+its trivial floor and the centred RankMe, drawn by :func:`plot_learning`.
 """
 
 from __future__ import annotations
@@ -115,6 +117,52 @@ def plot_history(
         for row, key in enumerate(scalars, start=2):
             axes[row, column].plot(steps, _column(history["step"], key), linewidth=0.8)
         for row, key in enumerate(("loss", "learning rate", *scalars)):
+            axes[row, column].set_ylabel(key if column == 0 else "")
+        axes[-1, column].set_xlabel("optimizer step")
+    return fig
+
+
+def plot_learning(histories: dict[str, dict], extras: Sequence[str] = ("content_cosine", "init_share")) -> Figure:
+    """The learning diagnostics of each run: its objective against its trivial floor, and RankMe.
+
+    Parameters
+    ----------
+    histories : dict of str to dict
+        Method name -> :func:`load_history` output with ``"monitor"`` records.
+    extras : sequence of str
+        Family scalars drawn in a third row where a run logged them (jepa's content cosine and
+        the share of its initialisation the target encoder keeps).
+
+    Returns
+    -------
+    Figure
+        Column ``m``: row 0 ``lines[0]`` the monitor-batch loss and ``lines[1]`` the floor
+        (dashed) against the step; row 1 the centred RankMe; row 2 (when any run logged one of
+        ``extras``) those scalars.
+    """
+    if not histories:
+        raise DataError("plot_learning: no histories given")
+    missing = [name for name, h in histories.items() if not h.get("monitor")]
+    if missing:
+        raise DataError(f"plot_learning: {missing} have no learning diagnostics (trained with monitor_every=0?)")
+    logged = [key for key in extras if any(key in r for h in histories.values() for r in h["monitor"])]
+    rows = 2 + bool(logged)
+    fig = Figure(figsize=(4.0 * len(histories) + 0.5, 2.4 * rows), layout="constrained")
+    axes = fig.subplots(rows, len(histories), squeeze=False, sharex="col")
+    for column, (name, history) in enumerate(histories.items()):
+        records = history["monitor"]
+        steps = _column(records, "step")
+        ax = axes[0, column]
+        ax.plot(steps, _column(records, "loss"), "o-", markersize=3, label="loss (monitor batch)")
+        ax.plot(steps, _column(records, "floor"), "--", color="black", label="trivial floor")
+        ax.set_title(f"{name} ({history.get('monitor_on', 'monitor batch')})", fontsize="small")
+        ax.legend(fontsize="x-small")
+        axes[1, column].plot(steps, _column(records, "rankme"), "o-", markersize=3, color="tab:purple")
+        for key in logged:
+            axes[2, column].plot(steps, _column(records, key), "o-", markersize=3, label=key)
+        if logged:
+            axes[2, column].legend(fontsize="x-small")
+        for row, key in enumerate(("objective", "RankMe (centred)", "family scalars")[:rows]):
             axes[row, column].set_ylabel(key if column == 0 else "")
         axes[-1, column].set_xlabel("optimizer step")
     return fig
