@@ -49,6 +49,7 @@ BENCHMARKS = (
     "recvae_quality",
     "haxby_probe",
     "heatpain_alignment",
+    "learning_curves",
 )
 CPU_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "amx_int8")
 

@@ -278,8 +278,12 @@ class TrainedFactory:
         digest = hashlib.sha256((windows_digest(windows) + self._settings()).encode()).hexdigest()[:10]
         return self.run_root / f"{self.method}-{digest}"
 
-    def fit(self, windows: WindowSet) -> TrainResult:
-        """Train (or reuse a finished run) on ``windows``."""
+    def fit(self, windows: WindowSet, monitor: WindowSet | None = None) -> TrainResult:
+        """Train (or reuse a finished run) on ``windows``.
+
+        ``monitor``: held-out windows for the learning diagnostics (:func:`workbench.train.train`);
+        they change no weight, so they are not part of the run's cache key.
+        """
         torch.manual_seed(self.seed)
         method = build_method(self.method, windows.spec(), self.preset, self.overrides)
         config = make_train_config(method, **self.train_overrides)
@@ -288,7 +292,9 @@ class TrainedFactory:
             "windows": windows_digest(windows),
             "subjects": list(windows.subjects),
         }
-        result = train(method, windows, config, self.run_dir(windows), progress=self.progress, provenance=provenance)
+        result = train(
+            method, windows, config, self.run_dir(windows), progress=self.progress, provenance=provenance, monitor=monitor
+        )
         self.results.append(result)
         return result
 
