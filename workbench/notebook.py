@@ -36,13 +36,15 @@ from workbench.runs import (
 )
 
 PLAN_FILE = "training_plan.json"
+BUDGET_EPOCHS = 1_000_000  # epochs of a run with an exact step budget: the budget, never the epochs, ends it
 
 
 class TrainingPlan(BaseModel):
     """The encoders of a report: what ``03_train`` trains and the later notebooks load.
 
     ``None`` for ``epochs``, ``max_steps`` or ``batch_size`` keeps each family's default;
-    ``steps`` caps one family's optimiser steps (it wins over ``max_steps``).
+    ``steps`` is one family's exact budget of optimiser steps (it wins over ``epochs`` and
+    ``max_steps``, see :meth:`engine`).
     """
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -71,15 +73,21 @@ class TrainingPlan(BaseModel):
         return self
 
     def engine(self, method: str) -> dict[str, Any]:
-        """Engine overrides of one family: epochs, batch size and its step cap."""
+        """Engine overrides of one family: epochs, batch size and its step budget or cap.
+
+        A family's ``steps`` is its exact budget: the run takes that many optimiser steps, over
+        as many epochs as it needs (``epochs`` and ``max_steps`` do not cut it shorter).
+        ``max_steps`` caps the others, whose epoch count may end them first.
+        """
         out: dict[str, Any] = {}
         if self.epochs is not None:
             out["epochs"] = self.epochs
         if self.batch_size is not None:
             out["batch_size"] = self.batch_size
-        cap = self.steps.get(method, self.max_steps)
-        if cap is not None:
-            out["max_steps"] = cap
+        if method in self.steps:
+            out.update(max_steps=self.steps[method], epochs=BUDGET_EPOCHS)
+        elif self.max_steps is not None:
+            out["max_steps"] = self.max_steps
         return out
 
 
@@ -362,14 +370,14 @@ def decoding_factories(
     """The plan's families for decoding windows of ``window`` frames, each fitted per fold.
 
     Untrained twins always; trained families when ``run_root`` is given (one training per fold,
-    cached there, capped at ``steps`` optimiser steps when given instead of the plan's caps).
+    cached there, exactly ``steps`` optimiser steps when given instead of the plan's budgets).
     The windows are standardised per run by the protocol, so the families read them as they are
     (``normalization="none"``); a token family adds ``<name> · attentive`` rows that share its
     trainings (:func:`workbench.runs.window_overrides` shrinks a patch that leaves fewer than
     three time patches).
     """
     out: dict[str, Any] = {}
-    cap = {} if steps is None else {"max_steps": steps}
+    cap = {} if steps is None else {"max_steps": steps, "epochs": BUDGET_EPOCHS}
     for name in plan.methods:
         preset = plan.presets.get(name)
         overrides = window_overrides(name, preset, window)
@@ -485,11 +493,18 @@ def decoding_metrics(
             **task,
         )
         result["meta"]["dataset"] = dataset
+        # the optimiser steps each per-fold training actually took (a readout sharing a run counts once)
+        result["meta"]["training_steps"] = {
+            name: [r.steps for r in factory.results]
+            for name, factory in factories.items()
+            if isinstance(factory, TrainedFactory) and factory.results and " · " not in name
+        }
         metrics["tasks"][key] = result
     return metrics, predictions
 
 
 __all__ = [
+    "BUDGET_EPOCHS",
     "PLAN_FILE",
     "TrainingPlan",
     "decoding_factories",

@@ -145,10 +145,14 @@ def _metrics_section(run_dir: Path) -> str:
     parts = []
     for protocol in ("closed-set", "open-set"):
         parts.extend(_table(results) for results in metrics.get(protocol, {}).values())
+    training = run_dir / "03_training.json"
+    steps = json.loads(training.read_text()) if training.exists() else {}
+    took = ", ".join(f"{name} {row['steps']}" for name, row in steps.items())
     note = (
         "Nearest-prototype subject identification (support: first half of each run, stride W/4; query: second "
         "half, stride W). Bold: best non-chance method per K. Baselines: FC fingerprinting (Finn et al. 2015), "
         "shrinkage LDA on FC, the untrained encoders, chance."
+        + (f" Optimiser steps each encoder took (every training of the tables): {took}." if took else "")
     )
     return f"<p class='muted'>{_e(note)}</p>" + "".join(parts)
 
@@ -161,13 +165,29 @@ def _decoding_section(run_dir: Path) -> str:
     if not tasks:
         return "<p class='muted'>No decoding task was run (every label list of the profile is empty).</p>"
     folds = "; ".join(f"{_e(t)}: {r['meta']['n_folds']} folds by {_e(r['meta']['grouping'])}" for t, r in tasks.items())
+    trained = "; ".join(
+        f"{t}: " + ", ".join(f"{name} {_steps(per_fold)}" for name, per_fold in r["meta"]["training_steps"].items())
+        for t, r in tasks.items()
+        if r["meta"].get("training_steps")
+    )
     note = (
         "Linear probe on frozen features of windows inside one labelled period; group-wise cross-validation "
         f"({folds}), mean ± 95% CI over folds. Balanced accuracy for categories, R² for values (0: the "
-        "training mean). Baselines: per-ROI mean activation, FC edges, the mean-activation probe on permuted labels."
+        "training mean). Baselines: per-ROI mean activation, FC edges, the mean-activation probe on permuted labels. "
+        + (
+            f"Trained families were pre-trained without labels on each fold's training windows: {trained}. "
+            if trained
+            else "Every family is untrained here. "
+        )
     )
     table = headline_table(tasks).to_html(classes="decoding", escape=True, border=0)
     return f"<p class='muted'>{_e(note)}</p>{table}"
+
+
+def _steps(per_fold: list[int]) -> str:
+    """``"50 steps per fold"``, or the range when folds differ."""
+    low, high = min(per_fold), max(per_fold)
+    return f"{low} steps per fold" if low == high else f"{low}–{high} steps per fold"
 
 
 def _learning_section(run_dir: Path) -> str:
