@@ -162,3 +162,16 @@ def test_default_diagnostics_report_the_loss_without_a_floor():
     assert method.learning_verdict(record) is None  # no floor, no verdict
     assert method.learning_verdict({"loss": 2.0, "floor": 1.0}) is not None
     assert method.learning_verdict({"loss": 0.5, "floor": 1.0}) is None
+
+
+def test_held_out_windows_are_the_second_halves_a_closed_set_training_never_covers():
+    from workbench.runs import held_out_windows, training_windows
+
+    recordings = _windows().recordings
+    train_windows = training_windows(recordings, 8, protocol="closed")
+    held_out = held_out_windows(train_windows)
+    assert held_out.part == "second" and held_out.stride == 8 and held_out.subjects == train_windows.subjects
+    for r in range(len(recordings)):  # no frame of a held-out window lies in a training window's span
+        seen = train_windows.starts[train_windows.rec_index == r].max() + train_windows.length
+        assert held_out.starts[held_out.rec_index == r].min() >= seen
+    assert held_out_windows(training_windows(recordings, 8, protocol="all")) is None

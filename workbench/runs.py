@@ -27,7 +27,7 @@ from workbench.data.normalize import Standardizer
 from workbench.data.recording import Recording
 from workbench.data.volume_runs import prepare_volume_runs
 from workbench.data.windows import WindowSet
-from workbench.errors import ConfigError
+from workbench.errors import ConfigError, WorkbenchError
 from workbench.evaluation import EmbedFn, EncoderFactory, split_runs, support_stride
 from workbench.methods import available, get_method
 from workbench.models.base import Method
@@ -72,6 +72,29 @@ def training_windows(
         recordings, _ = split_runs(recordings)
     part = "first" if protocol == "closed" else "all"
     return WindowSet(list(recordings), length=window, stride=support_stride(window), part=part, label_names=label_names)
+
+
+def held_out_windows(windows: WindowSet) -> WindowSet | None:
+    """Windows of the same runs that ``windows`` never covers, for the learning diagnostics.
+
+    For first-half training windows (the closed-set protocol): the second halves, stride ``W``,
+    with the same subjects and label columns. ``None`` when the training windows cover whole
+    runs (nothing of those runs is held out) or the second halves hold no window.
+    """
+    if windows.part != "first":
+        return None
+    try:
+        return WindowSet(
+            windows.recordings,
+            windows.length,
+            windows.length,
+            part="second",
+            split=windows.split,
+            subjects=list(windows.subjects),
+            label_names=windows.label_columns,
+        )
+    except WorkbenchError:
+        return None
 
 
 def as_frames(recordings: Sequence[Recording]) -> list[Recording]:
@@ -281,9 +304,11 @@ class TrainedFactory:
     def fit(self, windows: WindowSet, monitor: WindowSet | None = None) -> TrainResult:
         """Train (or reuse a finished run) on ``windows``.
 
-        ``monitor``: held-out windows for the learning diagnostics (:func:`workbench.train.train`);
-        they change no weight, so they are not part of the run's cache key.
+        ``monitor``: held-out windows for the learning diagnostics (:func:`workbench.train.train`;
+        default: :func:`held_out_windows` of ``windows``); they change no weight, so they are not
+        part of the run's cache key.
         """
+        monitor = monitor if monitor is not None else held_out_windows(windows)
         torch.manual_seed(self.seed)
         method = build_method(self.method, windows.spec(), self.preset, self.overrides)
         config = make_train_config(method, **self.train_overrides)
@@ -293,7 +318,13 @@ class TrainedFactory:
             "subjects": list(windows.subjects),
         }
         result = train(
-            method, windows, config, self.run_dir(windows), progress=self.progress, provenance=provenance, monitor=monitor
+            method,
+            windows,
+            config,
+            self.run_dir(windows),
+            progress=self.progress,
+            provenance=provenance,
+            monitor=monitor,
         )
         self.results.append(result)
         return result
@@ -347,6 +378,7 @@ def load_trained(run_dir: str | Path, device: str = "auto") -> tuple[Method, Sta
 
 __all__ = [
     "PROTOCOLS",
+    "held_out_windows",
     "TrainedFactory",
     "check_methods",
     "check_readout",

@@ -95,7 +95,7 @@ def train_on_dataset(
 
     from workbench.data.catalog import load_recordings
     from workbench.methods import get_method
-    from workbench.runs import as_frames, training_windows, windows_digest
+    from workbench.runs import as_frames, held_out_windows, training_windows, windows_digest
     from workbench.train import build_method, make_train_config, train
 
     overrides, train_overrides = split_settings(method, dict(settings or {}))
@@ -113,7 +113,10 @@ def train_on_dataset(
         "windows": windows_digest(windows),
         "subjects": list(windows.subjects),
     }
-    return train(model, windows, config, out, progress=progress, resume=not force_new, provenance=provenance)
+    monitor = held_out_windows(windows)  # the second halves of a closed-set training: never trained on
+    return train(
+        model, windows, config, out, progress=progress, resume=not force_new, provenance=provenance, monitor=monitor
+    )
 
 
 _SAFE_PROTOCOL = {"within-run": "closed", "cross-run": "first-run"}
