@@ -377,7 +377,8 @@ def decoding_factories(
     three time patches).
     """
     out: dict[str, Any] = {}
-    cap = {} if steps is None else {"max_steps": steps, "epochs": BUDGET_EPOCHS}
+    # per-fold trainings record their diagnostics before and after only (one training per fold adds up)
+    cap = {} if steps is None else {"max_steps": steps, "epochs": BUDGET_EPOCHS, "monitor_every": steps}
     for name in plan.methods:
         preset = plan.presets.get(name)
         overrides = window_overrides(name, preset, window)
