@@ -177,3 +177,32 @@ def test_connectome_needs_two_frames_and_sets_its_learning_rate() -> None:
         FewShot.make_config(encoder="cnn")
     with pytest.raises(ConfigError, match="connectivity_dim"):
         FewShot.make_config(connectivity_dim=1)
+
+
+@pytest.mark.parametrize("mining", ["batch_hard", "random"])
+def test_diagnostics_give_the_triplet_loss_beside_the_margin_on_the_subjects_with_positives(mining: str) -> None:
+    method = _tiny(mining=mining).eval()
+    batch = _batch()  # 4 subjects × 4 windows
+    # two more windows of two new subjects, one each: no positive, so the monitor leaves them out
+    extra = {"x": torch.randn(2, N_FRAMES, N_ROIS), "subject": torch.tensor([7, 8])}
+    mixed = {key: torch.cat([batch[key], extra[key]]) for key in batch}
+    torch.manual_seed(2)
+    record = method.diagnostics(mixed)
+    assert record["floor"] == pytest.approx(0.3) and record["triplets"] == 16
+    torch.manual_seed(2)
+    assert record["loss"] == pytest.approx(method.training_loss(batch)["loss"].item())
+    assert method.learning_verdict({**record, "loss": 0.31}) is not None
+    assert method.learning_verdict({**record, "loss": 0.1}) is None
+
+
+def test_a_monitor_batch_without_triplets_is_reported_not_scored() -> None:
+    method = _tiny().eval()
+    one_each = {"x": torch.randn(5, N_FRAMES, N_ROIS), "subject": torch.arange(5)}
+    one_subject = {"x": torch.randn(5, N_FRAMES, N_ROIS), "subject": torch.zeros(5, dtype=torch.long)}
+    for batch in (one_each, one_subject):
+        record = method.diagnostics(batch)
+        assert np.isnan(record["loss"]) and record["triplets"] == 0 and record["floor"] == pytest.approx(0.3)
+        assert "no triplet" in method.learning_verdict(record)
+    noise = _tiny(negatives="noise").eval()
+    assert noise.diagnostics(one_each)["triplets"] == 2
+    assert np.isnan(noise.diagnostics({"x": torch.randn(1, N_FRAMES, N_ROIS), "subject": torch.zeros(1)})["loss"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -9,10 +11,15 @@ import torch
 from workbench.data.recording import Recording
 from workbench.data.spec import DataSpec
 from workbench.data.windows import WindowSet
-from workbench.errors import ConfigError, DataError
-from workbench.losses.barlow_twins import batchwise_barlow_twins_loss
+from workbench.errors import ConfigError, DataError, LearningWarning
+from workbench.losses.barlow_twins import (
+    batchwise_barlow_twins_loss,
+    batchwise_barlow_twins_minimum,
+    constant_prediction_floor,
+    mean_pairwise_cosine,
+)
 from workbench.methods import get_method
-from workbench.models.lfr import LFR
+from workbench.models.lfr import LFR, dpp_selection_mask, projector_similarity_kernel
 from workbench.train import load_method, make_train_config, read_checkpoint, train
 
 N_ROIS, N_FRAMES = 6, 12
@@ -54,6 +61,8 @@ def test_registry_presets_and_config_errors() -> None:
     default = LFR.make_config()
     assert (default.pool_size, default.num_targets, default.off_diagonal_weight) == (60, 6, 0.01)
     assert (default.predictor_training_epochs, default.max_backbone_training_steps) == (0, None)
+    # centred targets and a final norm: measured in docs/recipes-lfr-yaware.md (the reference has neither)
+    assert default.center_targets and default.final_norm
     for preset in (None, *LFR.presets):
         LFR(LFR.make_config(preset), SPEC if preset is None else DataSpec(94, 40))
     with pytest.raises(ConfigError, match="num_targets"):
@@ -85,10 +94,83 @@ def test_loss_is_the_mean_barlow_twins_loss_of_each_predictor_against_its_projec
     loss = method.training_loss({"x": x})["loss"]
     z = method.backbone(x)
     terms = [
-        batchwise_barlow_twins_loss(method.predictors[k](z), method.projectors.projectors[i](x), 0.05, True)
+        batchwise_barlow_twins_loss(method.predictors[k](z), _centred(method.projectors.projectors[i](x)), 0.05, True)
         for k, i in enumerate(method.selected_targets)
     ]
     torch.testing.assert_close(loss, torch.stack(terms).mean())
+
+
+def _centred(z: torch.Tensor) -> torch.Tensor:
+    return z - z.mean(dim=0)
+
+
+@pytest.mark.parametrize("centred", [True, False])
+def test_targets_are_the_selected_projections_centred_over_the_batch_when_asked(centred: bool) -> None:
+    method = _tiny(center_targets=centred)
+    method.prepare(_windows_array())
+    x = torch.randn(8, N_FRAMES, N_ROIS)
+    targets = method.targets(x)
+    for k, i in enumerate(method.selected_targets):
+        raw = method.projectors.projectors[i](x)
+        torch.testing.assert_close(targets[:, k], _centred(raw) if centred else raw)
+
+
+@pytest.mark.parametrize("centred", [True, False])
+def test_diagnostics_give_the_loss_beside_the_constant_floor_of_the_same_targets(centred: bool) -> None:
+    method = _tiny(center_targets=centred, off_diagonal_weight=0.05)
+    method.prepare(_windows_array())
+    x = torch.randn(16, N_FRAMES, N_ROIS)
+    record = method.eval().diagnostics({"x": x})
+    assert set(record) == {"loss", "floor", "copy_loss", "target_cosine"}
+    assert record["loss"] == pytest.approx(method.training_loss({"x": x})["loss"].item())
+    projections = [method.projectors.projectors[i](x) for i in method.selected_targets]
+    targets = [_centred(z) if centred else z for z in projections]
+    floor = np.mean([constant_prediction_floor(z, 0.05).value.item() for z in targets])
+    assert record["floor"] == pytest.approx(floor)
+    assert record["copy_loss"] == pytest.approx(
+        np.mean([batchwise_barlow_twins_loss(z, z, 0.05).item() for z in targets])
+    )
+    assert record["target_cosine"] == pytest.approx(np.mean([mean_pairwise_cosine(z).item() for z in targets]))
+    assert method.learning_verdict({**record, "loss": floor}) is not None
+    assert method.learning_verdict({**record, "loss": 0.5 * floor}) is None
+
+
+def test_prepare_keeps_the_selection_floors_and_warns_when_a_constant_scores_like_a_copy() -> None:
+    # random windows through the tiny projectors: uncentred targets share one direction (mean cosine ~0.9)
+    windows = _windows_array()
+    with pytest.warns(LearningWarning, match="center_targets: true"):
+        aligned = _tiny(center_targets=False)
+        aligned.prepare(windows)
+    assert float(aligned.selection_copy) > 0.5 * float(aligned.selection_floor)
+    method = _tiny()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LearningWarning)
+        method.prepare(windows)
+    sample = torch.as_tensor(windows[np.unique(np.linspace(0, 31, 16).round().astype(int))])
+    targets = method.targets(sample)
+    expected = np.mean([constant_prediction_floor(targets[:, k], 0.01).value.item() for k in range(3)])
+    assert float(method.selection_floor) == pytest.approx(expected)
+    minimum = np.mean([batchwise_barlow_twins_minimum(targets[:, k], 0.01).item() for k in range(3)])
+    assert float(method.selection_minimum) == pytest.approx(minimum)
+    assert float(method.selection_minimum) <= float(method.selection_copy) < 0.5 * float(method.selection_floor)
+    loaded = _tiny()
+    loaded.load_state_dict(method.state_dict())
+    assert float(loaded.selection_floor) == float(method.selection_floor)
+
+
+def test_a_short_run_leaves_the_constant_floor(tmp_path) -> None:
+    """150 steps of the tiny model on 390 random windows (a few seconds on one core)."""
+    rng = np.random.default_rng(0)
+    recs = [Recording(f"s{i}", "1", rng.standard_normal((400, N_ROIS)).astype(np.float32), 1.0) for i in range(3)]
+    windows = WindowSet(recs, length=N_FRAMES, stride=3)
+    method = _tiny()
+    config = make_train_config(
+        method, epochs=100, max_steps=150, batch_size=32, lr=3e-3, device="cpu", monitor_every=50, monitor_windows=64
+    )
+    result = train(method, windows, config, tmp_path, progress=False)
+    first, last = result.history["monitor"][0], result.history["monitor"][-1]
+    assert first["loss"] > first["floor"]  # untrained: worse than the best constant
+    assert last["loss"] < 0.95 * last["floor"] and method.learning_verdict(last) is None
 
 
 @pytest.mark.parametrize("options", [{}, {"adapter_dim": 7, "predictor_layers": 2}, {"flatten": True}])
@@ -129,6 +211,18 @@ def test_dpp_in_prepare_never_picks_a_duplicated_projector() -> None:
     assert mask.dtype == torch.bool and mask.shape == (5,) and int(mask.sum()) == 4
     assert not (mask[0] and mask[1])  # the 4 distinct projectors are 0 or 1, and 2, 3, 4
     assert mask[2:].all()
+
+
+@pytest.mark.parametrize("centred", [True, False])
+def test_the_dpp_compares_the_projectors_on_the_targets_the_loss_sees(centred: bool) -> None:
+    method = _tiny(num_targets=2, center_targets=centred)
+    windows = _windows_array()
+    method.prepare(windows)
+    sample = torch.as_tensor(windows[np.unique(np.linspace(0, 31, 16).round().astype(int))])
+    outputs = method.projectors(sample)  # (B, M, D)
+    outputs = _centred(outputs) if centred else outputs
+    kernel = projector_similarity_kernel(outputs.transpose(0, 1).double())
+    assert torch.equal(method.target_mask, dpp_selection_mask(kernel, 2))
 
 
 def test_fewer_targets_than_asked_warn_and_train_on_the_returned_set() -> None:

@@ -237,3 +237,18 @@ def test_frame_chunks_give_the_same_numbers_in_eval_mode_and_bf16_autocast_runs(
     with torch.autocast("cpu", dtype=torch.bfloat16):
         terms = model.training_loss(_batch(windows))
     assert terms["loss"].dtype == torch.float32 and bool(torch.isfinite(terms["loss"]))
+
+
+def test_diagnostics_give_the_reconstruction_beside_the_window_mean_reconstruction(windows):
+    model = _model(windows, voxel_reduction="mean").eval()
+    batch = _batch(windows)
+    x = batch["x"]
+    record = model.diagnostics(batch)
+    assert set(record) == {"loss", "floor"}
+    with torch.no_grad():
+        recon = model.decode_frames(model.posterior(x).mu)  # posterior means, z_s = 0
+    per_frame = (x - recon).square().mean(-1)  # voxel_reduction="mean", σ_x = 1: R = ½ mean over frames
+    assert record["loss"] == pytest.approx(0.5 * per_frame.mean().item(), rel=1e-5)
+    floor = 0.5 * (x - x.mean(dim=1, keepdim=True)).square().mean().item()
+    assert record["floor"] == pytest.approx(floor, rel=1e-5)
+    assert model.diagnostics(batch) == record  # no sampling: the same numbers at every call

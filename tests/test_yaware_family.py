@@ -292,3 +292,21 @@ def test_labels_make_embeddings_that_predict_y_on_held_out_subjects_at_least_as_
         predicted = cross_val_predict(ridge, z, y, groups=probe_windows.labels, cv=GroupKFold(4))
         scores[name] = r2_score(y, predicted)
     assert scores["yaware"] >= scores["infonce"], scores
+
+
+@pytest.mark.parametrize("labels", [None, []])
+def test_diagnostics_give_the_loss_of_seeded_views_beside_the_collapsed_loss(labels: list[str] | None) -> None:
+    method = _tiny(labels=labels, bandwidth=4.0).eval()
+    batch = _batch(n=8)
+    torch.manual_seed(11)
+    record = method.diagnostics(batch)
+    assert set(record) == {"loss", "floor", "view_cosine"}
+    assert record["floor"] == pytest.approx(math.log(2 * 8 - 1), rel=1e-6)  # every projection one vector
+    torch.manual_seed(11)  # the same views: the loss and cosine training_loss gives
+    out = method.training_loss(batch)
+    assert record["loss"] == pytest.approx(out["loss"].item()) and record["view_cosine"] == pytest.approx(
+        out["view_cosine"].item()
+    )
+    torch.manual_seed(11)
+    assert method.diagnostics(batch) == record
+    assert method.learning_verdict({**record, "loss": record["floor"] + 0.1}) is not None

@@ -20,6 +20,11 @@ ICLR 2014, appendix B; Chung et al., "A Recurrent Latent Variable Model for Sequ
 Data", NeurIPS 2015). With ``voxel_reduction="mean"`` the voxel sum in ``R`` becomes a
 mean over ``M``, which makes the figure comparable across grids and masks.
 
+A reconstruction is only worth its distance to the trivial one:
+:func:`window_mean_reconstruction` scores every frame of a window reconstructed by the
+window's mean frame (each voxel by its mean over the window's frames), in the units of ``R``
+— what a model that learned no frame-to-frame change scores.
+
 Learned noise scales (:class:`NoiseScales` with ``learned=True``) keep ``log σ²`` as
 parameters; ``R`` and ``P`` then gain the Gaussian log-normaliser ``½ D log σ²`` per
 frame (``D`` = voxels counted per frame, or ``L``), without which the scales would grow
@@ -130,6 +135,34 @@ def reconstruction_loss(
     if log_normalizer:
         loss = loss + 0.5 * counted * torch.log(var)
     return loss
+
+
+def window_mean_reconstruction(
+    windows: torch.Tensor,
+    noise_var: float | torch.Tensor = 1.0,
+    voxel_reduction: VoxelReduction = "sum",
+    log_normalizer: bool = False,
+) -> torch.Tensor:
+    """``R`` of reconstructing every frame of a window by the window's mean frame (the trivial floor).
+
+    Parameters
+    ----------
+    windows : torch.Tensor
+        ``(B, T, V)`` windows of ``T`` frames of ``V`` voxels (in-mask frames, as the family trains on).
+    noise_var, voxel_reduction, log_normalizer
+        As in :func:`reconstruction_loss`, so the floor is in the units of the family's ``R``.
+
+    Returns
+    -------
+    torch.Tensor
+        0-d, float32 (float64 for float64 windows).
+    """
+    if windows.ndim != 3:
+        raise DataError(f"the window-mean reconstruction needs (B, T, V) windows, got shape {tuple(windows.shape)}")
+    mean = windows.to(_loss_dtype(windows)).mean(dim=1, keepdim=True).expand_as(windows)
+    return reconstruction_loss(
+        windows.flatten(0, 1), mean.flatten(0, 1), noise_var, None, voxel_reduction, log_normalizer=log_normalizer
+    )
 
 
 def temporal_loss(

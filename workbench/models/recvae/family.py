@@ -59,7 +59,7 @@ from torch import nn
 from workbench.data.spec import DataSpec
 from workbench.data.volumes import frames_to_volumes, volumes_to_frames, voxel_index
 from workbench.errors import ConfigError, DataError
-from workbench.losses.recvae import NoiseScales, recvae_loss
+from workbench.losses.recvae import NoiseScales, reconstruction_loss, recvae_loss, window_mean_reconstruction
 from workbench.models.base import Method
 from workbench.models.recvae.networks import DEFAULT_CHANNELS
 from workbench.models.recvae.recurrence import PosteriorPath, RecurrentVAE
@@ -175,6 +175,7 @@ class RecVAE(Method):
         },
     }
     train_defaults: ClassVar[dict[str, Any]] = _RECIPE_TRAINING["adamw"]
+    floor_description: ClassVar[str] = "every frame reconstructed by its window's mean frame"
 
     def __init__(self, config: RecVAEConfig, spec: DataSpec) -> None:
         super().__init__(config, spec)
@@ -252,6 +253,27 @@ class RecVAE(Method):
             states = path.h if cfg.transition_states == "sample" else path.mu
             self.transition.accumulate(states, self.h0 if cfg.transition_fit == "reference" else None)
         return terms
+
+    @torch.no_grad()
+    def diagnostics(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """The reconstruction term ``R`` on a monitor batch beside the window-mean reconstruction's.
+
+        The frames are decoded from the posterior means (no sampling) without the subject vector
+        (``z_s = 0``, as for a held-out subject, so any windows can be monitored); the floor
+        (:func:`~workbench.losses.recvae.window_mean_reconstruction`) uses the same noise scale and
+        voxel reduction, so both are in the units of the ``reconstruction`` the training logs.
+
+        Returns
+        -------
+        dict of str to float
+            ``loss`` (``R`` of the reconstruction) and ``floor`` (``R`` of each window's mean frame).
+        """
+        x = batch["x"]
+        recon = self.decode_frames(self.posterior(x, sample=False).mu)
+        learned, var_x, reduction = self.noise.learned, self.noise.var_x, self.config.voxel_reduction
+        loss = reconstruction_loss(x.flatten(0, 1), recon.flatten(0, 1), var_x, None, reduction, log_normalizer=learned)
+        floor = window_mean_reconstruction(x, var_x, reduction, log_normalizer=learned)
+        return {"loss": float(loss), "floor": float(floor)}
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Windows ``(B, T, V)`` → the time average of their posterior means ``(B, latent_dim)``."""
