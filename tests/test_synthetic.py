@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workbench.data.synthetic import GENERATORS, continuous_y, fingerprints, generate, volumes
+from workbench.data.synthetic import GENERATORS, continuous_y, fingerprints, generate, planted, volumes
 from workbench.errors import ConfigError
 
 
@@ -44,6 +44,7 @@ def test_same_seed_same_arrays_different_seed_different(name):
         "fingerprints": dict(n_subjects=2, n_rois=5, n_timepoints=40),
         "continuous_y": dict(n_subjects=2, n_rois=5, n_timepoints=40),
         "volumes": dict(n_subjects=2, n_timepoints=6, grid=(4, 5, 3), latent_dim=2),
+        "planted": dict(n_subjects=2, n_rois=5, n_timepoints=40),
     }[name]
     a, b, c = (generate(name, seed=s, **small) for s in (3, 3, 4))
     for ra, rb, rc in zip(a, b, c):
@@ -107,6 +108,39 @@ def test_volumes_are_the_latent_seen_through_smooth_maps():
         design = np.column_stack([np.array(r.meta["latent"]), np.ones(r.n_timepoints)])
         residual = voxels - design @ np.linalg.lstsq(design, voxels, rcond=None)[0]
         assert residual.std() == pytest.approx(0.1, rel=0.15)  # only the voxel noise is left
+
+
+def test_planted_every_roi_is_the_runs_source_through_its_loading():
+    recs = planted(seed=0)
+    assert len(recs) == 8 and {r.data.shape for r in recs} == {(600, 32)} and recs[0].data.dtype == np.float32
+    loadings = np.array(recs[0].meta["loadings"])
+    assert loadings.shape == (32,) and loadings.min() >= 0.5 and loadings.max() <= 1.5
+    sources = []
+    for r in recs:
+        np.testing.assert_array_equal(r.meta["loadings"], loadings)  # one set of loadings for the cohort
+        source = np.array(r.meta["source"])
+        sources.append(source)
+        assert source.std() == pytest.approx(1.0, abs=0.3)  # unit-variance AR(1) (0.9: slow, so a wide margin)
+        assert np.corrcoef(source[:-1], source[1:])[0, 1] == pytest.approx(0.9, abs=0.06)
+        fitted, *_ = np.linalg.lstsq(source[:, None], r.data, rcond=None)  # (1, R): each ROI on the source
+        np.testing.assert_allclose(fitted[0], loadings, atol=0.1)
+        residual = r.data - source[:, None] * fitted
+        assert residual.std() == pytest.approx(0.5, rel=0.05)  # only the white noise is left
+        assert abs(np.corrcoef(residual[:-1].ravel(), residual[1:].ravel())[0, 1]) < 0.05
+    assert abs(np.corrcoef(sources[0], sources[1])[0, 1]) < 0.3  # every run has its own source
+
+
+def test_planted_catalog_entry_and_parameter_errors():
+    from workbench.data.catalog import load_recordings
+
+    recs = load_recordings("synthetic-planted", progress=False)
+    assert len(recs) == 8 and {r.data.shape for r in recs} == {(600, 32)} and recs[0].tr == 1.0
+    np.testing.assert_array_equal(recs[3].data, planted(seed=0)[3].data)
+    with pytest.raises(ConfigError, match="ar_coef must lie in"):
+        planted(ar_coef=1.0)
+    with pytest.raises(ConfigError, match="noise_std must be >= 0"):
+        generate("planted", noise_std=-0.1)
+    assert planted(n_subjects=1, n_rois=3, n_timepoints=20, noise_std=0.0)[0].data.std() > 0
 
 
 def test_generate_rejects_unknown_names_and_parameters():

@@ -10,13 +10,18 @@ mode                      what every window ``(W, F)`` becomes
 ``"dataset"``             each feature z-scored with the training windows' mean and std
 ``"global"``              one mean and one std over all features and frames of the training
                           windows: no per-voxel statistics, constant background voxels are fine
+``"robust"``              Brain-JEPA's input scaling: each feature minus the median and over
+                          the interquartile range of the training runs' means of that feature
+                          (Dong et al., NeurIPS 2024); run offsets are kept, not erased
 ``"none"``                unchanged (float32)
 ========================  =================================================================
 
-Window modes use no other window, so they cannot leak; the statistics of ``"dataset"`` and
-``"global"`` come from the training windows only, each frame counted once, streamed one
-recording at a time (Chan et al. 1979 pairwise update), so fitting a memory-mapped cohort
-never loads it whole. Per-run standardisation (each run z-scored on its own, for decoding)
+Window modes use no other window, so they cannot leak; the statistics of ``"dataset"``,
+``"global"`` and ``"robust"`` come from the training windows only, each frame counted once,
+streamed one recording at a time (Chan et al. 1979 pairwise update), so fitting a memory-mapped
+cohort never loads it whole. ``"robust"`` takes the mean of each training run's covered frames
+per feature (one row per run, as the reference's one run per subject) and keeps the median and
+interquartile range of those rows. Per-run standardisation (each run z-scored on its own, for decoding)
 is a transformation of the recordings before windows are cut: :func:`standardize_runs`.
 """
 
@@ -31,8 +36,8 @@ from workbench.data.recording import Recording
 from workbench.data.windows import WindowSet, covered_frames
 from workbench.errors import CheckpointError, ConfigError, DataError
 
-NORMALIZATIONS = ("window", "window-demean", "dataset", "global", "none")
-_FEATURE_STATS = ("window", "window-demean", "dataset")  # modes that fit a mean and std per feature
+NORMALIZATIONS = ("window", "window-demean", "dataset", "global", "robust", "none")
+_FEATURE_STATS = ("window", "window-demean", "dataset", "robust")  # modes that fit a location and scale per feature
 _CHUNK_FRAMES = 8192
 
 
@@ -50,13 +55,14 @@ class Standardizer:
 
     Parameters
     ----------
-    mode : {"window", "window-demean", "dataset", "global", "none"}
+    mode : {"window", "window-demean", "dataset", "global", "robust", "none"}
         How windows are scaled.
 
     Attributes
     ----------
     mean_, std_ : numpy.ndarray or None
-        Fitted statistics: ``(F,)`` per feature, ``(1,)`` for ``"global"``, ``None`` for ``"none"``.
+        Fitted location and scale: ``(F,)`` per feature (for ``"robust"`` the median and the
+        interquartile range of the runs' means), ``(1,)`` for ``"global"``, ``None`` for ``"none"``.
     """
 
     def __init__(self, mode: str = "window") -> None:
@@ -71,6 +77,8 @@ class Standardizer:
         """Fit on the frames covered by ``windows``; DataError names a constant feature."""
         if self.mode == "none":
             return self
+        if self.mode == "robust":
+            return self._fit_robust(windows)
         per_feature = self.mode in _FEATURE_STATS
         size = windows.n_rois if per_feature else 1
         count, mean, m2 = 0, np.zeros(size), np.zeros(size)
@@ -91,6 +99,35 @@ class Standardizer:
                 f"{std[feature]:.3g}); drop that ROI, fix the recording, or use normalization='global' for volumes"
             )
         self.mean_, self.std_, self._fitted = mean, std, True
+        return self
+
+    def _fit_robust(self, windows: WindowSet) -> Standardizer:
+        """Median and interquartile range over the training runs of each feature's run mean.
+
+        Dong et al., "Brain-JEPA", NeurIPS 2024 (arXiv:2409.19407): the reference scales each
+        ROI by the median and IQR of the subjects' ROI means over its training subjects.
+        """
+        run_means = []
+        for r in np.unique(windows.rec_index):
+            frames = covered_frames(windows, int(r))
+            data = windows.recordings[r].data
+            total = np.zeros(windows.n_rois)
+            for lo in range(0, len(frames), _CHUNK_FRAMES):
+                total += np.asarray(data[frames[lo : lo + _CHUNK_FRAMES]], dtype=np.float64).sum(axis=0)
+            release_pages(data)
+            run_means.append(total / len(frames))
+        means = np.stack(run_means)
+        median = np.median(means, axis=0)
+        iqr = np.percentile(means, 75, axis=0) - np.percentile(means, 25, axis=0)
+        bad = ~np.isfinite(iqr) | (iqr <= np.finfo(np.float32).eps * np.maximum(np.abs(median), 1e-30))
+        if bad.any():
+            feature = int(np.flatnonzero(bad)[0])
+            raise DataError(
+                f"normalization='robust': ROI {feature} has the same mean in the training runs ({len(means)} runs, "
+                f"interquartile range {iqr[feature]:.3g}), so there is no scale to divide by; it needs at least two "
+                "runs whose means differ (data demeaned per run have none): use normalization='dataset' instead"
+            )
+        self.mean_, self.std_, self._fitted = median, iqr, True
         return self
 
     def check_features(self, n_features: int) -> None:

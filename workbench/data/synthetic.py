@@ -1,6 +1,6 @@
 """Synthetic cohorts with known ground truth, for tests, demonstrations and scale runs.
 
-Three generators, each a pure function of its parameters and an explicit ``seed``:
+Four generators, each a pure function of its parameters and an explicit ``seed``:
 
 ``fingerprints``
     ROI series ``(T, R)`` whose covariance is a shared group covariance plus a
@@ -15,6 +15,11 @@ Three generators, each a pure function of its parameters and an explicit ``seed`
     4D volumes ``(X, Y, Z, T)`` driven by a linear latent dynamic
     ``h_t = F h_{t-1} + noise`` seen through fixed smooth spatial maps, plus a
     per-subject offset map — the generative model of the recurrent fMRI VAE.
+``planted``
+    ROI series ``x_t[r] = a_r s_t + noise`` with one AR(1) source ``s`` per run seen
+    through fixed loadings ``a``: every window's content is known, so a self-supervised
+    model can be asked whether its predictions carry it (Brain-JEPA's window-specific
+    content, Dong et al., NeurIPS 2024).
 
 Each subject draws from its own child of ``numpy.random.SeedSequence(seed)``, so a
 subject's data do not depend on how many subjects are generated and only one
@@ -52,6 +57,9 @@ _LATENT_NOISE_STD = 0.5
 _MAP_SMOOTHING = 2.0
 _OFFSET_SCALE = 1.0
 _VOXEL_NOISE_STD = 0.1
+# Loadings a_r of ``planted`` are uniform in this range: positive, so that every ROI pair is
+# positively coupled and the FC affinity graph of Brain-JEPA's gradients stays connected.
+_LOADING_RANGE = (0.5, 1.5)
 
 
 def _check_params(name: str, params: dict[str, Any]) -> None:
@@ -69,6 +77,13 @@ def _check_params(name: str, params: dict[str, Any]) -> None:
                 raise ConfigError(f"{where}: tr must be > 0 seconds, got {value!r}")
             if key == "difficulty" and not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{where}: difficulty must lie in [0, 1], got {value!r}")
+        elif key in ("ar_coef", "noise_std"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{where}: {key} must be a number, got {value!r}")
+            if key == "ar_coef" and not -1.0 < value < 1.0:
+                raise ConfigError(f"{where}: ar_coef must lie in (-1, 1) for a stationary source, got {value!r}")
+            if key == "noise_std" and not value >= 0.0:
+                raise ConfigError(f"{where}: noise_std must be >= 0, got {value!r}")
         elif key == "grid":
             ok = isinstance(value, (list, tuple)) and len(value) == 3
             if not ok or any(isinstance(g, bool) or not isinstance(g, (int, np.integer)) or g < 1 for g in value):
@@ -286,10 +301,69 @@ def volumes(
     return recordings
 
 
+def planted(
+    n_subjects: int = 8,
+    n_rois: int = 32,
+    n_timepoints: int = 600,
+    tr: float = 1.0,
+    ar_coef: float = 0.9,
+    noise_std: float = 0.5,
+    seed: int = 0,
+) -> list[Recording]:
+    """One planted source per run: every ROI is ``x_t[r] = a_r s_t + noise``.
+
+    ``s`` is a stationary AR(1) process of unit variance (``s_t = c s_{t-1} + sqrt(1 - c²) e_t``,
+    its own draw for every run), the loadings ``a_r`` are shared by all subjects and uniform in
+    [0.5, 1.5] (positive: one coupled network), and the noise is white with std ``noise_std``.
+    Whatever a window holds beyond the position of a token is the path of ``s`` in that window,
+    the same in every ROI up to gain: the ground truth against which
+    Brain-JEPA's window-specific predictions are checked (Dong et al., "Brain-JEPA", NeurIPS
+    2024, arXiv:2409.19407).
+
+    Parameters
+    ----------
+    n_subjects, n_rois, n_timepoints : int
+        Cohort size (one run each), ROIs ``R`` and frames ``T``.
+    tr : float
+        Repetition time in seconds.
+    ar_coef : float
+        Lag-1 autocorrelation ``c`` of the source, in (-1, 1).
+    noise_std : float
+        Standard deviation of the white noise on every ROI (>= 0).
+    seed : int
+        Seed of all randomness.
+
+    Returns
+    -------
+    list of Recording
+        One run per subject, data ``(T, R)`` float32; ``meta["loadings"]`` holds ``a`` (R
+        numbers) and ``meta["source"]`` the run's path of ``s`` (T numbers), plus
+        ``subject_index``.
+    """
+    _check_params("planted", locals())
+    children = np.random.SeedSequence(seed).spawn(n_subjects + 1)
+    loading_rng = np.random.default_rng(children[0])
+    loadings = loading_rng.uniform(*_LOADING_RANGE, n_rois)
+    recordings = []
+    for s in range(n_subjects):
+        rng = np.random.default_rng(children[s + 1])
+        source = _ar1(rng.standard_normal((n_timepoints, 1)), ar_coef)[:, 0]
+        data = source[:, None] * loadings[None, :] + noise_std * rng.standard_normal((n_timepoints, n_rois))
+        meta = {
+            "generator": "planted",
+            "subject_index": s,
+            "loadings": loadings.tolist(),
+            "source": source.tolist(),
+        }
+        recordings.append(Recording(_subject_id(s), "1", data.astype(np.float32), float(tr), meta))
+    return recordings
+
+
 GENERATORS: dict[str, Callable[..., list[Recording]]] = {
     "fingerprints": fingerprints,
     "continuous_y": continuous_y,
     "volumes": volumes,
+    "planted": planted,
 }
 
 

@@ -3,9 +3,11 @@
 The downstream recipe of Brain-JEPA (Dong et al., NeurIPS 2024, section 4): the target
 (EMA) encoder over all tokens, mean-pooled, normalised, then a head. The head here is the
 reference's linear-probe head, ``BatchNorm1d(affine=False)`` + ``Linear``, on a **copy**
-of the target encoder (the method itself is left untouched). Training uses AdamW with a
-single learning rate and weight decay; the reference's layer-wise learning-rate decay
-(0.75), drop-path (0.1) and LARS optimiser for the frozen probe are not reproduced.
+of the encoder that :meth:`~workbench.models.jepa.BrainJEPA.embed` reads (the target
+encoder, or the online one with ``embed_with="online"``; the method itself is left
+untouched). Training uses AdamW with a single learning rate and weight decay; the
+reference's layer-wise learning-rate decay (0.75), drop-path (0.1) and LARS optimiser for
+the frozen probe are not reproduced.
 For a frozen-feature linear probe use the scikit-learn probe of the evaluation module
 on :meth:`~workbench.models.jepa.BrainJEPA.embed`, or ``freeze_encoder=True`` here.
 
@@ -43,7 +45,7 @@ class FinetuneModel(nn.Module):
         super().__init__()
         self.patch_size = method.config.patch_size
         self.crop = method.config.crop
-        self.encoder = copy.deepcopy(method.target_encoder).requires_grad_(not freeze_encoder)
+        self.encoder = copy.deepcopy(method.embedding_encoder).requires_grad_(not freeze_encoder)
         self.register_buffer("gradients", method._fitted_gradients().detach().clone())
         dim = method.config.embed_dim
         self.head = nn.Sequential(nn.BatchNorm1d(dim, affine=False), nn.Linear(dim, n_outputs))
@@ -104,7 +106,7 @@ def finetune(
     freeze_encoder: bool = False,
     device: str | torch.device | None = None,
 ) -> FinetuneResult:
-    """Fine-tune a copy of ``method``'s target encoder with a linear head and score it.
+    """Fine-tune a copy of ``method``'s embedding encoder (target or online) with a linear head and score it.
 
     Parameters
     ----------
