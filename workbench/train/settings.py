@@ -53,7 +53,7 @@ class TrainConfig:
     optimizer_impl: str = "auto"  # auto (torch's choice) | loop | foreach | fused: how the optimiser steps
     compile: bool = False  # torch.compile the family's training_loss (first steps compile; bench/train_speed.py)
     loader_workers: int = 0  # background processes reading the next batches (pinned memory on CUDA); 0 = inline
-    normalization: str = "window"  # window | window-demean | dataset | global | robust | none (workbench.data.normalize)
+    normalization: str = "window"  # window | window-demean | dataset | global | robust | none (data.normalize)
     deterministic: bool = True  # torch's deterministic kernels: same seed, same weights bit for bit
     monitor_every: int | None = None  # steps between learning diagnostics (None: ~20 over the run; 0: off)
     monitor_windows: int = 128  # windows of the fixed monitor batch (workbench.train.monitor)
