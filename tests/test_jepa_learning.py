@@ -227,6 +227,10 @@ def test_robust_scaling_uses_the_median_and_iqr_of_the_training_runs_means():
     np.testing.assert_array_equal(again.transform(x), scaler.transform(x))
     with pytest.raises(DataError, match="normalization='robust': ROI 0 .* use normalization='dataset'"):
         Standardizer("robust").fit(WindowSet(runs[:1], length=20, stride=10))  # one run: no spread of means
+    # runs demeaned one by one: their means agree to ~1e-8, far below the signal's spread; no scale to divide by
+    demeaned = [Recording(r.subject, "1", r.data - r.data.mean(axis=0), 1.0, {}) for r in runs]
+    with pytest.raises(DataError, match="normalization='robust'"):
+        Standardizer("robust").fit(WindowSet(demeaned, length=20, stride=10))
 
 
 # -- a short run on planted data ---------------------------------------------------------------

@@ -8,6 +8,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -175,3 +176,57 @@ def test_held_out_windows_are_the_second_halves_a_closed_set_training_never_cove
         seen = train_windows.starts[train_windows.rec_index == r].max() + train_windows.length
         assert held_out.starts[held_out.rec_index == r].min() >= seen
     assert held_out_windows(training_windows(recordings, 8, protocol="all")) is None
+
+
+@pytest.mark.parametrize("family", ["jepa", "yaware"])
+def test_monitoring_leaves_the_trained_weights_unchanged(tmp_path, family):
+    # both families draw masks or views from torch's RNG inside their diagnostics
+    from workbench.train import build_method
+
+    rng = np.random.default_rng(3)
+    runs = [Recording(f"s{i}", "1", rng.normal(size=(96, 8)).astype(np.float32), 1.0) for i in range(4)]
+    windows = WindowSet(runs, length=24, stride=6)
+    digests = []
+    for every in (0, 2):
+        torch.manual_seed(0)
+        method = build_method(family, windows.spec(), "tiny")
+        config = make_train_config(method, device="cpu", max_steps=5, batch_size=8, monitor_every=every)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", LearningWarning)
+            result = train(method, windows, config, tmp_path / f"{family}-{every}", progress=False)
+        digests.append(result.meta["weights_sha256"])
+        assert len(result.history["monitor"]) == (0 if every == 0 else 4)  # steps 0, 2, 4, 5
+        assert result.history["monitor_on"] == ("off" if every == 0 else "training windows")
+    assert digests[0] == digests[1]
+
+
+def test_records_show_collapse_through_the_spread_and_the_offset():
+    from workbench.train.monitor import embedding_spread
+
+    rng = np.random.default_rng(0)
+    collapsed = np.ones((64, 16)) * 3.0 + 1e-5 * rng.normal(size=(64, 16))
+    record = embedding_spread(collapsed)
+    assert record["rankme"] > 10  # a jitter has full centred rank ...
+    assert record["spread"] < 1e-4 and record["offset_ratio"] > 1e4  # ... but no spread: collapse
+    varied = rng.normal(size=(64, 16))
+    record = embedding_spread(varied)
+    assert record["spread"] > 0.9 and record["offset_ratio"] < 0.5
+    assert math.isnan(embedding_spread(np.full((4, 2), np.nan))["rankme"])
+
+
+def test_monitor_windows_without_the_training_labels_are_refused(tmp_path):
+    from workbench.train.monitor import check_monitor_labels
+
+    task = pd.DataFrame({"task": pd.Categorical(np.repeat(["a", "b"], 40))})
+    runs = [
+        Recording(
+            f"s{i}", "1", np.random.default_rng(i).normal(size=(80, 5)).astype(np.float32), 1.0, frame_labels=task
+        )
+        for i in range(3)
+    ]
+    labelled = WindowSet(runs, 8, 4, label_names=["task"])
+    unlabelled = WindowSet(runs, 8, 4, label_names=[])
+    with pytest.raises(ConfigError, match="label columns"):
+        check_monitor_labels(labelled, unlabelled)
+    check_monitor_labels(labelled, WindowSet(runs, 8, 8, label_names=["task"]))  # the same columns: fine
+    check_monitor_labels(unlabelled, labelled)  # a family without labels reads none

@@ -377,7 +377,7 @@ def decoding_factories(
     three time patches).
     """
     out: dict[str, Any] = {}
-    # per-fold trainings record their diagnostics before and after only (one training per fold adds up)
+    # with a step budget, per-fold trainings record their diagnostics before and after only (they add up)
     cap = {} if steps is None else {"max_steps": steps, "epochs": BUDGET_EPOCHS, "monitor_every": steps}
     for name in plan.methods:
         preset = plan.presets.get(name)

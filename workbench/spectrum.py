@@ -63,7 +63,8 @@ def rankme(embeddings: np.ndarray, centre: bool = True, standardize: bool = Fals
     Returns
     -------
     float
-        In ``[1, min(n, D)]`` up to ``ε``. Centred rows of identical embeddings have no spectrum
+        In ``[1, min(n, D)]`` up to ``ε`` (``[1, min(n − 1, D)]`` centred: centring removes one
+        direction of the rows). Centred rows of identical embeddings have no spectrum
         at all; their RankMe is reported as 1 (the ``ε`` terms alone give ``≈ 1``).
     """
     p = normalized_spectrum(embeddings, centre, standardize)

@@ -107,19 +107,26 @@ class Standardizer:
         Dong et al., "Brain-JEPA", NeurIPS 2024 (arXiv:2409.19407): the reference scales each
         ROI by the median and IQR of the subjects' ROI means over its training subjects.
         """
-        run_means = []
+        run_means, squares, count = [], np.zeros(windows.n_rois), 0
         for r in np.unique(windows.rec_index):
             frames = covered_frames(windows, int(r))
             data = windows.recordings[r].data
-            total = np.zeros(windows.n_rois)
+            total, total_sq = np.zeros(windows.n_rois), np.zeros(windows.n_rois)
             for lo in range(0, len(frames), _CHUNK_FRAMES):
-                total += np.asarray(data[frames[lo : lo + _CHUNK_FRAMES]], dtype=np.float64).sum(axis=0)
+                block = np.asarray(data[frames[lo : lo + _CHUNK_FRAMES]], dtype=np.float64)
+                total += block.sum(axis=0)
+                total_sq += (block**2).sum(axis=0)
             release_pages(data)
             run_means.append(total / len(frames))
+            squares += total_sq - total**2 / len(frames)  # sum of squared deviations within the run
+            count += len(frames)
         means = np.stack(run_means)
         median = np.median(means, axis=0)
         iqr = np.percentile(means, 75, axis=0) - np.percentile(means, 25, axis=0)
-        bad = ~np.isfinite(iqr) | (iqr <= np.finfo(np.float32).eps * np.maximum(np.abs(median), 1e-30))
+        within = np.sqrt(np.maximum(squares, 0.0) / max(count, 1))  # pooled within-run std per feature
+        # runs whose means agree to a thousandth of the signal's own spread (e.g. each run demeaned) give no
+        # scale: dividing by such an IQR would blow the windows up
+        bad = ~np.isfinite(iqr) | (iqr <= 1e-3 * within) | (iqr <= np.finfo(np.float32).eps * np.abs(median))
         if bad.any():
             feature = int(np.flatnonzero(bad)[0])
             raise DataError(

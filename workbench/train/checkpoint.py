@@ -24,7 +24,7 @@ from workbench.train.settings import resolve_device
 CHECKPOINT_FORMAT = "workbench-checkpoint-2"
 CHECKPOINT_NAME = "checkpoint.pt"
 # engine settings that may change between a run and its resumption without changing its result
-RESUMABLE_CHANGES = ("device", "checkpoint_every", "loader_workers")
+RESUMABLE_CHANGES = ("device", "checkpoint_every", "loader_workers", "monitor_every", "monitor_windows")
 
 _REQUIRED_KEYS = {
     "format",

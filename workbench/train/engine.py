@@ -51,7 +51,14 @@ from workbench.files import atomic_path, write_json
 from workbench.models.base import Method
 from workbench.train.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, check_same_run, read_checkpoint
 from workbench.train.distributed import Distributed, current, rank_device
-from workbench.train.monitor import diagnose, floor_postfix, is_monitor_step, monitor_batch, monitor_interval
+from workbench.train.monitor import (
+    check_monitor_labels,
+    diagnose,
+    floor_postfix,
+    is_monitor_step,
+    monitor_batch,
+    monitor_interval,
+)
 from workbench.train.settings import (
     TrainConfig,
     apply_schedules,
@@ -238,9 +245,11 @@ def _train(
 
     autocast = autocast_context(device, config)
     interval = monitor_interval(total, config.monitor_every)
+    check_monitor_labels(windows, monitor)
     probe = None if interval == 0 else monitor_batch(monitor or windows, standardizer, config.monitor_windows)
     run.history.setdefault("monitor", [])
-    run.history["monitor_on"] = "held-out windows" if monitor is not None else "training windows"
+    if run.step == 0:  # a resumed run keeps the name of the windows its records came from
+        run.history["monitor_on"] = "off" if probe is None else "held-out windows" if monitor else "training windows"
 
     def record() -> dict[str, float] | None:
         """Add a diagnostics record for the current step (once per step) and return the last one."""

@@ -11,7 +11,10 @@ windows, masks and views every time — and records:
 * ``floor``: what a model that learned nothing but position, a constant or the mean scores on
   the same batch (:attr:`~workbench.models.base.Method.floor_description` says which);
 * ``rankme``: the effective rank of the batch's *centred* embeddings
-  (:func:`workbench.spectrum.rankme`), so collapse shows while it happens;
+  (:func:`workbench.spectrum.rankme`), and ``spread`` / ``offset_ratio``: the mean distance of
+  the embeddings from their mean over their mean norm, and the norm of the mean over that
+  distance — together they show collapse while it happens (a centred rank stays high for
+  windows that differ by a jitter, the spread does not);
 * any family scalars (jepa's ``content_cosine`` and ``init_share``, lfr's ``target_cosine``…).
 
 The records go to ``history.json`` under ``"monitor"``; a run whose last record is still at its
@@ -33,6 +36,7 @@ import torch
 from workbench.data.dataset import WindowDataset
 from workbench.data.normalize import Standardizer
 from workbench.data.windows import WindowSet
+from workbench.errors import ConfigError
 from workbench.models.base import Method
 from workbench.spectrum import rankme
 
@@ -77,8 +81,41 @@ def diagnose(
             embeddings = method.embed(batch["x"]).float().cpu().numpy()
     finally:
         method.train(was_training)
-    record["rankme"] = rankme(embeddings) if np.isfinite(embeddings).all() else math.nan
+    record.update(embedding_spread(embeddings))
     return {"step": float(step), **record}
+
+
+def embedding_spread(embeddings: np.ndarray) -> dict[str, float]:
+    """``rankme`` (centred), ``spread`` (mean distance from the mean over the mean norm) and ``offset_ratio``.
+
+    NaN for all three when an embedding is not finite (the verdict and the loss say why).
+    """
+    x = np.asarray(embeddings, dtype=np.float64)
+    if not np.isfinite(x).all():
+        return {"rankme": math.nan, "spread": math.nan, "offset_ratio": math.nan}
+    mean = x.mean(axis=0)
+    distance = float(np.linalg.norm(x - mean, axis=1).mean())
+    norm = float(np.linalg.norm(x, axis=1).mean())
+    return {
+        "rankme": rankme(x),
+        "spread": distance / norm if norm > 0 else 0.0,
+        "offset_ratio": float(np.linalg.norm(mean)) / distance if distance > 0 else math.inf,
+    }
+
+
+def check_monitor_labels(windows: WindowSet, monitor: WindowSet | None) -> None:
+    """ConfigError unless held-out ``monitor`` windows carry the training windows' label columns, in order.
+
+    A family that reads labels (``batch["y"]``) must see the same columns on the monitor batch.
+    """
+    if monitor is None or windows.y is None:
+        return
+    if tuple(monitor.label_columns) != tuple(windows.label_columns):
+        raise ConfigError(
+            f"monitor windows carry the label columns {[c.name for c in monitor.label_columns]} but the training "
+            f"windows {[c.name for c in windows.label_columns]}; build the held-out windows with the same "
+            "label_names (or pass monitor=None to monitor on training windows)"
+        )
 
 
 def floor_postfix(record: dict[str, float]) -> dict[str, str]:
@@ -93,7 +130,9 @@ def floor_postfix(record: dict[str, float]) -> dict[str, str]:
 __all__ = [
     "MONITOR_POINTS",
     "MONITOR_SEED",
+    "check_monitor_labels",
     "diagnose",
+    "embedding_spread",
     "floor_postfix",
     "is_monitor_step",
     "monitor_batch",

@@ -584,7 +584,9 @@ class BrainJEPA(Method):
         - ``loss``: smooth-L1 of ``p`` against ``t`` on the target tokens (the training objective);
         - ``floor``: the same smooth-L1 of the position-only oracle ``t̄_n`` against the same
           targets: what a predictor that knows each position's average target and nothing of
-          the window scores (it sees the batch it is scored on, so it is a low floor);
+          the window scores (it sees the batch it is scored on, so it is a low floor; the mean
+          is the best position-only predictor under a squared error, the per-position median
+          would score a little lower under smooth-L1);
         - ``content_cosine``: the cosine between the window-specific parts of prediction and
           target, each minus its own mean over the windows of the batch in which that position is
           a target, all predicted tokens flattened: 0 when predictions carry nothing of the window;

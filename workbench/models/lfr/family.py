@@ -180,8 +180,9 @@ class LFR(Method):
     backbone_steps : torch.Tensor
         0-d long buffer, optimiser steps taken with the backbone unfrozen.
     selection_floor, selection_copy, selection_minimum : torch.Tensor
-        0-d float64 buffers set by :meth:`prepare`: on the selection windows, the loss of the best
-        constant prediction, of an exact copy of the targets and of the best prediction of all.
+        0-d float32 buffers (any device, MPS included) set by :meth:`prepare`: on the selection
+        windows, the loss of the best constant prediction, of an exact copy of the targets and of
+        the best prediction of all.
 
     Presets
     -------
@@ -273,9 +274,9 @@ class LFR(Method):
         self.register_buffer("target_mask", torch.zeros(config.pool_size, dtype=torch.bool))
         self.register_buffer("trained_epoch", torch.zeros((), dtype=torch.long))
         self.register_buffer("backbone_steps", torch.zeros((), dtype=torch.long))
-        self.register_buffer("selection_floor", torch.tensor(float("nan"), dtype=torch.float64))
-        self.register_buffer("selection_copy", torch.tensor(float("nan"), dtype=torch.float64))
-        self.register_buffer("selection_minimum", torch.tensor(float("nan"), dtype=torch.float64))
+        self.register_buffer("selection_floor", torch.tensor(float("nan")))
+        self.register_buffer("selection_copy", torch.tensor(float("nan")))
+        self.register_buffer("selection_minimum", torch.tensor(float("nan")))
         self.register_load_state_dict_post_hook(lambda module, _keys: module._restore_derived_state())
 
     # -- phases ------------------------------------------------------------------------------
@@ -351,7 +352,9 @@ class LFR(Method):
 
         The selected projectors' outputs, each centred over the batch when ``center_targets``.
         """
-        targets = self.projectors(self._projector_input(x), indices=self._targets)
+        # float32 even under bf16 autocast: centring subtracts a shared direction that dwarfs the rest
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            targets = self.projectors(self._projector_input(x).float(), indices=self._targets)
         return batch_centred(targets) if self.config.center_targets else targets
 
     def target_measures(self, targets: torch.Tensor, minimum: bool = False) -> dict[str, float]:
@@ -382,6 +385,7 @@ class LFR(Method):
         }
         if minimum:
             measures["minimum"] = lambda z: batchwise_barlow_twins_minimum(z, weight, divide)
+        targets = targets.detach().to("cpu", torch.float64)  # float64 on the CPU: MPS has no float64
         per_target = [targets[:, k] for k in range(targets.shape[1])]
         return {name: float(np.mean([float(fn(z)) for z in per_target])) for name, fn in measures.items()}
 

@@ -79,6 +79,7 @@ _RECIPE_TRAINING: dict[str, dict[str, Any]] = {
         "epochs": 100,
         "batch_size": 8,
         "normalization": "none",
+        "monitor_windows": 8,  # volume windows: the monitor batch is one training batch, not 128 windows
     },
     "seed": {
         "optimizer": "sgd",
