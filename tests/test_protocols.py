@@ -97,6 +97,10 @@ def test_closed_set_trains_on_first_halves_and_reports_every_method(tmp_path):
     assert results["methods"]["chance"]["1"]["accuracy"]["mean"] == pytest.approx(0.2)
     # Same episodes for every method: the untrained FC encoder differs only by metric.
     np.testing.assert_array_equal(episodes["untrained"][4].query_index, episodes["fc-fingerprint"][4].query_index)
+    # without baselines: the encoders and chance only, with the same numbers
+    alone = closed_set(runs, 20, {"untrained": _Recorder()}, k_shots=(1, 4), n_episodes=40, baselines=False)
+    assert set(alone["methods"]) == {"untrained", "chance"}
+    assert alone["methods"]["untrained"] == results["methods"]["untrained"]
     table = results_table(results, "roc_auc")
     assert "| fc-fingerprint |" in table and "K = 4" in table and "±" in table
     path = save_metrics(results, tmp_path / "run" / "metrics.json")

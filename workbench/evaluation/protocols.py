@@ -46,12 +46,12 @@ from workbench.evaluation.pools import (
 from workbench.files import write_json
 
 
-def _methods(factories: dict[str, EncoderFactory] | None, metric: str) -> dict[str, tuple]:
+def _methods(factories: dict[str, EncoderFactory] | None, metric: str, baselines: bool = True) -> dict[str, tuple]:
     factories = dict(factories or {})
     clash = sorted(set(factories) & (set(BASELINES) | {"chance"}))
     if clash:
         raise ConfigError(f"factory names {clash} are reserved for baselines; rename them")
-    return {**BASELINES, **{name: (f, metric) for name, f in factories.items()}}
+    return {**(BASELINES if baselines else {}), **{name: (f, metric) for name, f in factories.items()}}
 
 
 def _usable(k_shots: Sequence[int], n_query: int, support: WindowSet, query: WindowSet):
@@ -130,6 +130,7 @@ def closed_set(
     progress: bool = False,
     episodes_out: dict | None = None,
     queries: str = "within-run",
+    baselines: bool = True,
 ) -> dict[str, Any]:
     """Closed-set N-way identification over all subjects.
 
@@ -158,13 +159,16 @@ def closed_set(
         Queries from the second half of the support run, or from another run of the subject
         (:mod:`workbench.evaluation.pools`); cross-run leaves out subjects with a single run
         (a warning names them) and the encoders train on the support runs only.
+    baselines : bool
+        Evaluate FC fingerprinting and LDA on FC beside the encoders (``False``: the encoders and
+        chance only, e.g. when a learning curve evaluates the same data at many budgets).
 
     Returns
     -------
     dict
         Plain JSON: ``{"meta": {...}, "methods": {method: {str(k): {metric: {"mean", "ci"}}}}}``.
     """
-    methods = _methods(factories, metric)
+    methods = _methods(factories, metric, baselines)
     recordings = eligible_recordings(recordings, queries)
     subjects = subjects_of(recordings)
     support, query = identification_pools(recordings, window, split, queries)
