@@ -23,7 +23,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from workbench.data.windows import WindowSet
-from workbench.errors import ConfigError
+from workbench.errors import ConfigError, LearningWarning
 from workbench.files import write_json
 from workbench.methods import get_method
 from workbench.runs import (
@@ -355,7 +355,9 @@ def identification_metrics(
                 progress=True,
                 queries=queries,
             )
-    metrics["notes"] = sorted({str(w.message) for w in caught})
+    # a training's LearningWarning is in its history.json and in 03_train's learning table; here it would
+    # appear only when this notebook trained the encoder itself, not when it loaded the cached run
+    metrics["notes"] = sorted({str(w.message) for w in caught if not issubclass(w.category, LearningWarning)})
     return metrics, episodes
 
 
