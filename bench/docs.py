@@ -270,11 +270,8 @@ def _learning(result: dict, img: Path) -> list[str]:
         f"Each family trained for exactly the given optimiser steps on the closed-set training windows (first "
         f"halves, W = {result['window']}); the objective and RankMe on the held-out second halves; closed-set "
         f"identification at K = 1 over {result['episodes']} episodes (mean ± 95 % CI) beside the untrained twin. "
-        "`loss / floor` below 1: the family learned something its trivial floor does not know. "
-        "Measured as two processes of one thread each (`--families jepa:tiny` and `--families "
-        "lfr:quick,yaware:quick`, `--steps 100,300,1000 --decode-max 300 --episodes 200`); the jepa run was "
-        "stopped during its 300-step decoding, so its table holds the rows its log printed (without the "
-        "separate loss and floor).",
+        "`loss / floor` below 1: the family learned something its trivial floor does not know."
+        + (f" {result['note']}" if result.get("note") else ""),
         "",
         table(
             rows,
