@@ -158,9 +158,10 @@ def plot_learning(histories: dict[str, dict], extras: Sequence[str] = ("content_
         ax.set_title(f"{name} ({history.get('monitor_on', 'monitor batch')})", fontsize="small")
         ax.legend(fontsize="x-small")
         axes[1, column].plot(steps, _column(records, "rankme"), "o-", markersize=3, color="tab:purple")
-        for key in logged:
+        own = [key for key in logged if any(key in r for r in records)]
+        for key in own:
             axes[2, column].plot(steps, _column(records, key), "o-", markersize=3, label=key)
-        if logged:
+        if own:
             axes[2, column].legend(fontsize="x-small")
         for row, key in enumerate(("objective", "RankMe (centred)", "family scalars")[:rows]):
             axes[row, column].set_ylabel(key if column == 0 else "")
