@@ -230,3 +230,19 @@ def test_monitor_windows_without_the_training_labels_are_refused(tmp_path):
         check_monitor_labels(labelled, unlabelled)
     check_monitor_labels(labelled, WindowSet(runs, 8, 8, label_names=["task"]))  # the same columns: fine
     check_monitor_labels(unlabelled, labelled)  # a family without labels reads none
+
+
+def test_learning_figure_draws_loss_against_floor_and_refuses_unmonitored_runs():
+    from workbench.errors import DataError
+    from workbench.viz.training import plot_learning
+
+    records = [{"step": s, "loss": 1.0 / (s + 1), "floor": 0.5, "rankme": 3.0 + s} for s in (0, 5, 10)]
+    jepa = [{**r, "content_cosine": 0.1 * i} for i, r in enumerate(records)]
+    fig = plot_learning({"a": {"monitor": records}, "jepa": {"monitor": jepa}})
+    loss, floor = fig.axes[0].lines[:2]
+    np.testing.assert_allclose(loss.get_ydata(), [1.0, 1 / 6, 1 / 11])
+    np.testing.assert_allclose(floor.get_ydata(), [0.5, 0.5, 0.5])
+    assert len(fig.axes) == 6  # three rows: jepa logged a family scalar
+    assert not fig.axes[4].lines and len(fig.axes[5].lines) == 1  # only the run that logged it draws it
+    with pytest.raises(DataError, match="no learning diagnostics"):
+        plot_learning({"a": {"monitor": []}})
