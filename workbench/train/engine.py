@@ -246,10 +246,13 @@ def _train(
     autocast = autocast_context(device, config)
     interval = monitor_interval(total, config.monitor_every)
     check_monitor_labels(windows, monitor)
-    probe = None if interval == 0 else monitor_batch(monitor or windows, standardizer, config.monitor_windows)
+    watched = monitor if monitor is not None else windows
+    probe = None if interval == 0 else monitor_batch(watched, standardizer, config.monitor_windows)
     run.history.setdefault("monitor", [])
     if run.step == 0:  # a resumed run keeps the name of the windows its records came from
-        run.history["monitor_on"] = "off" if probe is None else "held-out windows" if monitor else "training windows"
+        run.history["monitor_on"] = (
+            "off" if probe is None else "training windows" if monitor is None else "held-out windows"
+        )
 
     def record() -> dict[str, float] | None:
         """Add a diagnostics record for the current step (once per step) and return the last one."""
