@@ -12,7 +12,6 @@ from workbench.data.spec import DataSpec
 from workbench.errors import ConfigError, DataError
 from workbench.methods import get_method
 from workbench.models.blocks import sincos_1d
-from workbench.models.jepa.finetune import finetune
 from workbench.models.jepa.masks import SpatiotemporalMaskCollator
 from workbench.models.jepa.model import (
     BrainJEPA,
@@ -304,32 +303,6 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         method.training_loss(batch)["loss"].backward()
     for p, q in zip(plain.encoder.parameters(), ckpt.encoder.parameters()):
         torch.testing.assert_close(p.grad, q.grad)
-
-
-def test_finetune_learns_a_separable_task_and_reports_metrics():
-    x = _windows(48, seed=1)
-    y = np.tile([0, 1], 24)
-    x[y == 1, :, :5] += 2.0 * np.sin(np.arange(T) / 2.0)[None, :, None]  # class 1: an oscillation in 5 ROIs
-    method = _method()
-    before = {k: v.clone() for k, v in method.state_dict().items()}
-    # 10 epochs: the tiny preset's LayerNorm on patch embeddings drops each patch's own amplitude, so the
-    # oscillation is learned from its shape (accuracy 0.75 after 6 epochs, 0.875 after 10)
-    result = finetune(method, x[:32], y[:32], x[32:], y[32:], epochs=10, lr=2e-3, batch_size=8, seed=0)
-    assert set(result.metrics) == {"accuracy", "f1"} and result.metrics["accuracy"] >= 0.8
-    assert len(result.train_loss) == 10 and result.train_loss[-1] < result.train_loss[0]
-    assert all(torch.equal(v, method.state_dict()[k]) for k, v in before.items())  # method untouched
-    first = finetune(method, x[:32], y[:32], x[32:], y[32:], epochs=1, batch_size=8, seed=3)
-    again = finetune(method, x[:32], y[:32], x[32:], y[32:], epochs=1, batch_size=8, seed=3)
-    assert again.train_loss == first.train_loss  # same seed, same numbers
-    target = x[:, :, :5].std(axis=(1, 2))
-    reg = finetune(method, x[:32], target[:32], x[32:], target[32:], task="regression", epochs=1, batch_size=8)
-    assert set(reg.metrics) == {"mse", "pearson_r"} and reg.metrics["mse"] >= 0
-    with pytest.raises(DataError, match="one label per window"):
-        finetune(method, x[:32], y[:31], x[32:], y[32:])
-    with pytest.raises(DataError, match="never occur in the training labels"):
-        finetune(method, x[:32], np.zeros(32), x[32:], np.ones(16))
-    with pytest.raises(ConfigError, match="task="):
-        finetune(method, x[:32], y[:32], x[32:], y[32:], task="ranking")
 
 
 def test_a_resumed_training_run_reproduces_the_uninterrupted_one(tmp_path, monkeypatch):

@@ -1,7 +1,10 @@
 """Evaluation of frozen representations: few-shot identification, baselines and probes.
 
 Task decoding (:mod:`workbench.evaluation.decoding`) reads a frame label from frozen window
-features with group-wise cross-validated linear probes (an attentive probe for token grids).
+features with group-wise cross-validated linear probes (an attentive probe for token grids);
+:mod:`workbench.evaluation.finetune` fine-tunes any family's encoder end to end with a head instead
+(``from workbench.evaluation.finetune import finetune``: the package exports the submodule under
+that name, not the function, so ``import workbench.evaluation.finetune`` keeps meaning the module).
 
 Subject identification follows the protocol of ``docs/evaluation.md``:
 support windows from the first part of each run, query windows from the second
@@ -28,6 +31,13 @@ from workbench.evaluation.baselines import (
 from workbench.evaluation.collapse import collapse_check, collapse_summary, collapse_table, rankme
 from workbench.evaluation.decoding import decode, decoding_table
 from workbench.evaluation.episodes import METRICS, EpisodeResult, run_episodes
+from workbench.evaluation.finetune import (
+    FineTuned,
+    FinetuneSettings,
+    finetune_predictions,
+    inner_validation_split,
+    layer_depths,
+)
 from workbench.evaluation.metrics import (
     accuracy,
     equal_error_rate,
@@ -56,6 +66,8 @@ __all__ = [
     "EmbedFn",
     "EncoderFactory",
     "EpisodeResult",
+    "FineTuned",
+    "FinetuneSettings",
     "accuracy",
     "attentive_probe",
     "chance_summary",
@@ -69,7 +81,10 @@ __all__ = [
     "embed_windows",
     "equal_error_rate",
     "fc_fingerprint_factory",
+    "finetune_predictions",
     "identification_pools",
+    "inner_validation_split",
+    "layer_depths",
     "lda_fc_factory",
     "linear_probe",
     "macro_f1",

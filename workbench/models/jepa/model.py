@@ -68,8 +68,8 @@ the targets that is window-specific.
 Downstream. :meth:`BrainJEPA.embed` runs the target encoder (``embed_with="target"``, the
 paper) or the online encoder (``"online"``) over all tokens, averages them and applies a
 LayerNorm without affine parameters (the reference's ``fc_norm``, whose learned affine
-belongs to a downstream head). :func:`workbench.models.jepa.finetune.finetune` trains a
-head on top.
+belongs to a downstream head). :func:`workbench.evaluation.finetune.finetune` fine-tunes a
+copy of the encoder :meth:`BrainJEPA.embed` reads with a head on top (as it does any family).
 """
 
 from __future__ import annotations
