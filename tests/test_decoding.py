@@ -68,8 +68,14 @@ def test_decode_reads_mean_activation_and_permutation_is_chance():
     results = decode(_recordings(), "condition", window=5, stride=5, grouping="subject", n_folds=3)
     methods = results["methods"]
     assert methods["mean-activation"]["balanced_accuracy"]["mean"] > 0.9
-    assert abs(methods["permuted-labels"]["balanced_accuracy"]["mean"] - 0.5) < 0.15
     assert results["meta"]["chance"] == 0.5
+    # a probe fitted on permuted labels points in a random direction, which a strong signal turns into a
+    # fold accuracy far from 0.5 either way: chance holds on average over seeds (measured 0.555 over 4)
+    permuted = [
+        decode(_recordings(), "condition", window=5, stride=5, n_folds=3, seed=s, baselines=["permuted-labels"])
+        for s in range(4)
+    ]
+    assert abs(np.mean([r["methods"]["permuted-labels"]["balanced_accuracy"]["mean"] for r in permuted]) - 0.5) < 0.1
     assert results["meta"]["n_windows"] == 6 * 2 * 120 // 5  # every 5-frame window lies in one block
     for fold in results["meta"]["folds"]:  # each test fold holds 2 of the 6 subjects
         assert len(fold["test"]) == 2
@@ -334,17 +340,24 @@ def test_an_encoder_that_cannot_fit_is_left_out_with_a_note_or_raises():
 def test_notebook_tasks_and_factories(tmp_path):
     from workbench.notebook import decoding_factories, decoding_tasks, training_plan
 
-    tasks = decoding_tasks(["period", "rating"], ["category"], window=6, stride=2)
+    tasks = decoding_tasks(["period", "rating"], ["category"], settings={"heatpain/rating": {"window": 5}})
     assert [t["label"] for t in tasks] == ["period", "rating", "category"]
     assert tasks[2] == {
+        "key": "haxby-slice/category",
         "dataset": "haxby-slice",
         "label": "category",
-        "window": 6,
+        "window": 3,
         "stride": 1,
+        "label_shift": 2,
         "grouping": "run",
         "exclude": ["rest"],
         "trained": True,
     }
+    assert tasks[1]["window"] == 5 and tasks[1]["label_shift"] == 2  # an override keeps the task's other settings
+    with pytest.raises(ConfigError, match="does not run"):
+        decoding_tasks(["period"], [], settings={"heatpain/ratng": {"window": 5}})
+    with pytest.raises(ConfigError, match="unknown task"):
+        decoding_tasks(["period"], [], transfer=["heatpain/period run 7"])
     assert [t["trained"] for t in decoding_tasks(["period"], ["category"], trained=["haxby-slice"])] == [False, True]
     assert decoding_tasks([], ["category"], haxby_folds=4)[0]["n_folds"] == 4
     with pytest.raises(ConfigError, match="heatpian"):

@@ -33,3 +33,7 @@ class DataWarning(UserWarning):
 
 class LearningWarning(UserWarning):
     """A training run ended without leaving its trivial floor; the message says which and by how much."""
+
+
+class LeakError(ConfigError):
+    """An evaluation would let a model see test data (a test subject's labels, or its windows unasked)."""

@@ -7,23 +7,30 @@ samples are split into folds by **group**, so no subject (``grouping="subject"``
 ``GroupKFold``) or no run (``grouping="run"``, ``LeaveOneGroupOut`` by default) is ever on both
 sides of a split. Within each fold:
 
-* every encoder factory is called with the windows of the training fold's runs only (trained,
-  fitted or untrained, an encoder never sees a test window), and returns a function from
-  windows to features;
-* a linear probe is fitted on the training fold's features: ``StandardScaler`` then
-  ``LogisticRegression`` (categorical) or ``Ridge`` (continuous) in one scikit-learn
-  ``Pipeline``, so the scaling is fitted on the training fold too; token features
-  ``(n, tokens, dim)`` get the attentive probe of :mod:`workbench.evaluation.attentive`;
+* every encoder factory is called with the fold's **pre-training** windows, without labels (the
+  training fold's runs; a transfer source; or, asked for by name, the test runs too: see
+  :mod:`workbench.evaluation.label_efficiency`), and returns a function from windows to features;
+* a linear probe is fitted on the labelled windows of ``n`` training groups (``sizes``; ``"all"``
+  for every labelled training window): ``StandardScaler`` then ``LogisticRegressionCV`` /
+  ``RidgeCV`` whose penalty an inner group-wise cross-validation chooses
+  (:mod:`workbench.evaluation.linear`); token features ``(n, tokens, dim)`` get the attentive probe
+  of :mod:`workbench.evaluation.attentive`; fine-tuned rows train the encoder itself
+  (:mod:`workbench.evaluation.finetune`);
 * the test fold is scored: balanced accuracy and macro-F1 (categorical), R² and Spearman ρ
   (continuous).
 
-Each metric is reported as mean ± 1.96·std/√F over the F folds (:func:`~workbench.evaluation.metrics.summarise`).
-Baselines beside every encoder (as in fMRI foundation-model benchmarks, which always include a
-connectome baseline): ``mean-activation`` (each region's mean over the window, the first-order
-signal task decoding reads), ``fc-edges`` (Pearson correlations of the window, Fisher-z, upper
-triangle; skipped with a note when it would exceed ``max_fc_edges`` features) and
-``permuted-labels`` (the mean-activation probe fitted on training labels shuffled within the
-fold: chance, measured).
+Each metric is reported as mean ± 1.96·std/√F over the F folds (each fold's mean over its random
+draws of ``n`` groups; :func:`~workbench.evaluation.metrics.summarise`). Baselines beside every
+encoder (as in fMRI foundation-model benchmarks, which always include a connectome baseline):
+``mean-activation`` (each region's mean over the window, the first-order signal task decoding
+reads), ``fc-edges`` (Pearson correlations of the window, Fisher-z, upper triangle; skipped with a
+note when it would exceed ``max_fc_edges`` features), ``raw-window`` (every frame of the window,
+flattened) and ``permuted-labels`` (the mean-activation probe fitted on training labels shuffled
+within the fold: chance, measured).
+
+Windows per label. An event label is read from short windows inside the event, moved later by
+``label_shift`` frames for the haemodynamic delay (:func:`delay_labels`); a state that holds for
+a whole run (a regulation instruction, a group) from long windows.
 
 Normalisation. With ``normalization="run"`` (the default) each run is z-scored on its own frames
 before windows are cut (:func:`~workbench.data.normalize.standardize_runs`): nothing crosses runs
@@ -34,17 +41,16 @@ as they are.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 from scipy.stats import spearmanr
-from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import balanced_accuracy_score, f1_score, r2_score
 from sklearn.model_selection import GroupKFold, LeaveOneGroupOut
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from tqdm.auto import tqdm
 
 from workbench.connectivity import correlation, fisher_z, upper_triangle
 from workbench.data.normalize import standardize_runs
@@ -52,12 +58,20 @@ from workbench.data.recording import Recording
 from workbench.data.windows import WindowSet
 from workbench.errors import ConfigError, DataError, WorkbenchError
 from workbench.evaluation.attentive import attentive_probe
+from workbench.evaluation.label_efficiency import (
+    check_no_leak,
+    check_pretraining,
+    check_sizes,
+    draw_groups,
+    usable_sizes,
+)
+from workbench.evaluation.linear import linear_predictions
 from workbench.evaluation.metrics import summarise
 from workbench.evaluation.pools import EncoderFactory
 
 GROUPINGS = ("subject", "run")
 NORMALIZATIONS = ("run", "none")
-BASELINE_NAMES = ("mean-activation", "fc-edges", "permuted-labels")
+BASELINE_NAMES = ("mean-activation", "fc-edges", "raw-window", "permuted-labels")
 METRICS = {"categorical": ("balanced_accuracy", "macro_f1"), "continuous": ("r2", "spearman")}
 _BATCH = 512
 
@@ -94,24 +108,6 @@ def decoding_scores(true: np.ndarray, predicted: np.ndarray, kind: str) -> dict[
     return {"r2": float(r2_score(true, predicted)), "spearman": rho}
 
 
-def linear_predictions(
-    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, kind: str, seed: int = 0
-) -> np.ndarray:
-    """Fit the linear probe on the training fold and predict the test fold.
-
-    ``StandardScaler`` + ``LogisticRegression(C=1, max_iter=1000)`` for categorical labels,
-    ``StandardScaler`` + ``Ridge(alpha=1)`` for continuous ones; the scaler sees the training
-    rows only.
-    """
-    if kind == "categorical":
-        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed))
-    else:
-        model = make_pipeline(StandardScaler(), Ridge(alpha=1.0))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # lbfgs may stop at max_iter on drifting features
-        return model.fit(train_x, train_y).predict(test_x)
-
-
 def _features(fn: Callable[[np.ndarray], np.ndarray], windows: WindowSet, index: np.ndarray) -> np.ndarray:
     """``fn`` over the windows ``index`` in batches: ``(n, D)`` or token features ``(n, N, D)``."""
     parts = [np.asarray(fn(windows.get(index[i : i + _BATCH])), dtype=np.float32) for i in range(0, len(index), _BATCH)]
@@ -124,10 +120,10 @@ def _features(fn: Callable[[np.ndarray], np.ndarray], windows: WindowSet, index:
     return out
 
 
-def _predict(train_x, train_y, test_x, kind: str, seed: int) -> np.ndarray:
+def _predict(train_x, train_y, test_x, kind: str, seed: int, groups=None, runs=None) -> np.ndarray:
     if train_x.ndim == 3:
         return attentive_probe(train_x, train_y, test_x, kind, seed=seed)
-    return linear_predictions(train_x, train_y, test_x, kind, seed)
+    return linear_predictions(train_x, train_y, test_x, kind, seed, groups=groups, runs=runs)
 
 
 def _labelled(windows: WindowSet, exclude: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -186,10 +182,76 @@ def group_folds(groups: np.ndarray, grouping: str, n_folds: int | None) -> list[
     return list(splitter.split(rows, groups=groups))
 
 
-def _check_names(factories: dict[str, EncoderFactory]) -> None:
-    clash = sorted(set(factories) & set(BASELINE_NAMES))
+def raw_window(windows: np.ndarray) -> np.ndarray:
+    """The window itself, flattened: ``(n, W, R)`` → ``(n, W·R)`` float32 (a linear probe on every frame)."""
+    windows = np.asarray(windows, dtype=np.float32)
+    return windows.reshape(len(windows), -1)
+
+
+BASELINES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "mean-activation": mean_activation,
+    "fc-edges": fc_edges,
+    "raw-window": raw_window,
+}
+"""Feature baselines of every decoding table (``permuted-labels`` reuses ``mean-activation``)."""
+
+FoldTuner = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str, int], np.ndarray]
+"""``tuner(train_windows, train_y, train_groups, test_windows, kind, seed) -> predictions`` of one fold."""
+Finetuner = Callable[[WindowSet], FoldTuner]
+"""Called once per fold with the pre-training windows (no labels); returns that fold's tuner."""
+
+
+def delay_labels(recordings: Sequence[Recording], frames: int) -> list[Recording]:
+    """Recordings whose frame labels are moved ``frames`` frames later, for the haemodynamic delay.
+
+    Frame ``t`` takes the label of frame ``t - frames`` (the first ``frames`` frames get none), so
+    a window's label is what the subject was doing about ``frames · TR`` seconds before the window:
+    the BOLD response peaks 4–6 s after an event. ``frames=0`` returns the recordings unchanged.
+    """
+    if isinstance(frames, bool) or not isinstance(frames, (int, np.integer)) or frames < 0:
+        raise ConfigError(f"label_shift={frames!r}: give a whole number of frames >= 0 (e.g. 2 for 4-5 s)")
+    if frames == 0:
+        return list(recordings)
+    return [
+        dataclasses.replace(r, frame_labels=None if r.frame_labels is None else r.frame_labels.shift(frames))
+        for r in recordings
+    ]
+
+
+def _check_names(factories: dict[str, Any], finetuners: dict[str, Any], baselines: Sequence[str]) -> None:
+    unknown = sorted(set(baselines) - set(BASELINE_NAMES))
+    if unknown:
+        raise ConfigError(f"baselines: {unknown} are unknown; choose from {list(BASELINE_NAMES)}")
+    clash = sorted((set(factories) | set(finetuners)) & set(BASELINE_NAMES))
     if clash:
         raise ConfigError(f"factory names {clash} are reserved for the decoding baselines; rename them")
+    both = sorted(set(factories) & set(finetuners))
+    if both:
+        raise ConfigError(f"{both} name both a frozen readout and a fine-tuned one; give them different names")
+
+
+def _pretraining_source(
+    recordings: list[Recording], source: Sequence[Recording] | None, normalization: str
+) -> list[Recording]:
+    """The runs pre-training draws from: the decoded dataset, or a transfer source of the same atlas."""
+    if source is None:
+        return recordings
+    source = list(source)
+    if not source or any(r.data.ndim != 2 for r in source):
+        raise ConfigError("pretrain_recordings: give ROI series (T, R) of the same atlas as the decoded dataset")
+    if source[0].n_rois != recordings[0].n_rois:
+        raise ConfigError(
+            f"pretrain_recordings have {source[0].n_rois} regions but the decoded dataset {recordings[0].n_rois}; "
+            "transfer needs the same atlas"
+        )
+    names, theirs = recordings[0].meta.get("roi_names"), source[0].meta.get("roi_names")
+    if names is not None and theirs is not None and list(names) != list(theirs):
+        raise ConfigError("pretrain_recordings name their regions differently from the decoded dataset; use one atlas")
+    return standardize_runs(source) if normalization == "run" else source
+
+
+def _group_key(recording: Recording, grouping: str) -> str:
+    return recording.subject if grouping == "subject" else f"{recording.subject}/{recording.session}"
 
 
 def decode(
@@ -207,8 +269,17 @@ def decode(
     seed: int = 0,
     predictions_out: dict | None = None,
     on_error: str = "raise",
+    label_shift: int = 0,
+    baselines: Sequence[str] = BASELINE_NAMES,
+    sizes: Sequence[int | str] = ("all",),
+    n_draws: int = 5,
+    finetuners: dict[str, Finetuner] | None = None,
+    finetune_draws: int | None = None,
+    pretraining: str = "inductive",
+    pretrain_recordings: Sequence[Recording] | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
-    """Decode a frame label from windows with every encoder and the baselines.
+    """Decode a frame label from windows with every encoder and the baselines, as labels grow.
 
     Parameters
     ----------
@@ -219,13 +290,13 @@ def decode(
     window : int
         Window length ``W`` in frames.
     factories : dict of str to EncoderFactory, optional
-        Encoders; each is called once per fold with the windows of that fold's training runs
-        (no labels attached, every window, stride ``stride``), and returns ``(n, W, F) → (n, D)``
+        Frozen encoders; each is called once per fold with the fold's pre-training windows (no
+        labels attached, every window, stride ``stride``), and returns ``(n, W, F) → (n, D)``
         features for the linear probe or ``(n, N, D)`` token features for the attentive probe.
     stride : int, optional
         Step between windows (default ``max(1, W // 2)``).
     grouping : {"subject", "run"}
-        What a fold holds out.
+        What a fold holds out, and what the label-efficiency draws count.
     n_folds : int, optional
         Folds (default: 5 by subject, leave-one-run-out by run).
     rule : {"pure", "majority"}
@@ -237,80 +308,156 @@ def decode(
     max_fc_edges : int
         The ``fc-edges`` baseline is skipped (with a note in ``meta``) above this many edges.
     seed : int
-        Seeds the probes and the label permutation.
+        Seeds the probes, the label permutation and the draws.
     on_error : {"raise", "note"}
         What a WorkbenchError of an encoder does (e.g. a family that needs several subjects on a
         one-subject dataset): stop, or leave that encoder out with a note in ``meta["notes"]``.
     predictions_out : dict, optional
         Filled with ``{"true": (n,), "fold": (n,), "methods": {name: (n,) out-of-fold predictions}}``
-        for confusion matrices and scatter plots.
+        (probes on all labels) for confusion matrices and scatter plots.
+    label_shift : int
+        Frames by which labels are moved later for the haemodynamic delay (:func:`delay_labels`).
+    baselines : sequence of str
+        Which of :data:`BASELINE_NAMES` to run.
+    sizes : sequence of int or "all"
+        Labelled training groups of the probes (:mod:`workbench.evaluation.label_efficiency`);
+        ``"all"`` (every labelled training window) is always included and gives ``methods``.
+    n_draws : int
+        Random draws of groups per size below ``"all"``.
+    finetuners : dict of str to Finetuner, optional
+        Encoders fine-tuned end to end per fold and draw (:mod:`workbench.evaluation.finetune`).
+    finetune_draws : int, optional
+        Draws per size for the fine-tuned rows (default ``n_draws``; fine-tuning costs more).
+    pretraining : {"inductive", "transductive"}
+        Whether the encoders may also be fitted on the test groups' unlabelled windows
+        (:func:`~workbench.evaluation.label_efficiency.check_no_leak`).
+    pretrain_recordings : sequence of Recording, optional
+        Transfer: fit the encoders on these runs (another dataset of the same atlas) instead of
+        the decoded dataset's training runs; runs of a test subject are left out unless
+        transductive.
+    progress : bool
+        A progress bar over the folds.
 
     Returns
     -------
     dict
-        Plain JSON: ``{"meta": {...}, "methods": {name: {metric: {"mean", "ci", "folds"}}}}``.
+        Plain JSON: ``{"meta": {...}, "methods": {name: {metric: {"mean", "ci", "folds"}}},
+        "curves": {name: {n: {metric: {"mean", "ci", "folds"}, "draws": k}}}}``; ``methods`` is
+        the ``"all"`` column of ``curves``.
     """
-    factories = dict(factories or {})
-    _check_names(factories)
+    factories, finetuners = dict(factories or {}), dict(finetuners or {})
+    _check_names(factories, finetuners, baselines)
     if grouping not in GROUPINGS:
         raise ConfigError(f"grouping={grouping!r}: choose one of {list(GROUPINGS)}")
     if on_error not in ("raise", "note"):
         raise ConfigError(f"on_error={on_error!r}: choose 'raise' or 'note'")
     if normalization not in NORMALIZATIONS:
         raise ConfigError(f"normalization={normalization!r}: choose one of {list(NORMALIZATIONS)}")
+    check_pretraining(pretraining)
+    sizes = check_sizes(sizes)
+    if isinstance(n_draws, bool) or not isinstance(n_draws, (int, np.integer)) or n_draws < 1:
+        raise ConfigError(f"n_draws={n_draws!r}: give a whole number of draws >= 1")
+    finetune_draws = n_draws if finetune_draws is None else finetune_draws
+    if isinstance(finetune_draws, bool) or not isinstance(finetune_draws, (int, np.integer)) or finetune_draws < 1:
+        raise ConfigError(f"finetune_draws={finetune_draws!r}: give a whole number of draws >= 1")
     stride = max(1, window // 2) if stride is None else stride
     recordings = standardize_runs(recordings) if normalization == "run" else list(recordings)
-    windows = WindowSet(recordings, window, stride, label_names=[label], label_rule=rule)
+    source = _pretraining_source(recordings, pretrain_recordings, normalization)
+    windows = WindowSet(delay_labels(recordings, label_shift), window, stride, label_names=[label], label_rule=rule)
     column = windows.label_columns[0]
     index, y = _labelled(windows, exclude)
     all_groups, group_names = _groups(windows, grouping)
     groups = all_groups[index]
+    runs = windows.rec_index[index]
     folds = group_folds(groups, grouping, n_folds)
+    n_train = [np.unique(groups[train]).size for train, _ in folds]
+    sizes, notes = usable_sizes(sizes, n_train)
 
-    baselines: dict[str, Callable] = {"mean-activation": mean_activation}
-    notes = []
+    chosen = {name: fn for name, fn in BASELINES.items() if name in baselines}
     n_edges = windows.n_rois * (windows.n_rois - 1) // 2
-    if n_edges <= max_fc_edges:
-        baselines["fc-edges"] = fc_edges
-    else:
+    if "fc-edges" in chosen and n_edges > max_fc_edges:
+        del chosen["fc-edges"]
         notes.append(f"fc-edges skipped: {n_edges} edges of {windows.n_rois} features exceed max_fc_edges")
-    fixed = {name: _features(fn, windows, index) for name, fn in baselines.items()}
+    if "permuted-labels" in baselines:
+        chosen.setdefault("mean-activation", mean_activation)
+    fixed = {name: _features(fn, windows, index) for name, fn in chosen.items()}
+    permuted = ["permuted-labels"] if "permuted-labels" in baselines else []
 
-    names = [*baselines, "permuted-labels", *factories]
+    frozen = [n for n in BASELINE_NAMES if n in chosen and n in baselines] + permuted + list(factories)
+    names = frozen + list(finetuners)
+    scores: dict[str, dict[Any, list[list[dict[str, float]]]]] = {name: {n: [] for n in sizes} for name in names}
     predicted = {name: np.empty(len(index), dtype=np.float64) for name in names}
-    per_fold: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     fold_meta, failed = [], set()
     fold_of = np.empty(len(index), dtype=np.int64)
-    for f, (train, test) in enumerate(folds):
+    keys = np.array(group_names)
+    for f, (train, test) in enumerate(tqdm(folds, desc=f"decoding {label}", disable=not progress, unit="fold")):
         fold_of[test] = f
         if column.kind == "categorical" and np.unique(y[train]).size < 2:
             raise DataError(f"fold {f}: its training windows hold one {label!r} class; use fewer folds")
-        rng = np.random.default_rng([seed, f])
+        test_keys = sorted(set(keys[np.unique(groups[test])]))
+        train_keys = sorted(set(keys[np.unique(groups[train])]))
+        pool = [r for r in source if pretraining == "transductive" or _group_key(r, grouping) not in test_keys]
+        pool_keys = sorted({_group_key(r, grouping) for r in pool})
+        check_no_leak(pool_keys, train_keys, test_keys, pretraining)
         features = dict(fixed)
-        if factories:
-            train_windows = _training_windows(windows, all_groups, np.unique(groups[train]))
-        for name, factory in factories.items():
+        tuners: dict[str, FoldTuner] = {}
+        if factories or finetuners:
+            pool_windows = WindowSet(pool, window, stride, label_names=())
+        for name, builder in [*factories.items(), *finetuners.items()]:
             if name in failed:
                 continue
             try:
-                features[name] = _features(factory(train_windows), windows, index)
+                if name in factories:
+                    features[name] = _features(builder(pool_windows), windows, index)
+                else:
+                    tuners[name] = builder(pool_windows)
             except WorkbenchError as exc:
                 if on_error == "raise":
                     raise
                 failed.add(name)
                 notes.append(f"{name} left out: fold {f}: {exc}")
-        for name in (n for n in names if n not in failed):
-            x = features["mean-activation" if name == "permuted-labels" else name]
-            train_y = rng.permutation(y[train]) if name == "permuted-labels" else y[train]
-            predicted[name][test] = _predict(x[train], train_y, x[test], column.kind, seed)
-            per_fold[name].append(decoding_scores(y[test], predicted[name][test], column.kind))
-        held_out = sorted({group_names[g] for g in np.unique(groups[test])})
-        fold_meta.append({"test": held_out, "n_train": int(len(train)), "n_test": int(len(test))})
-    methods = {
-        name: {m: {**summarise([s[m] for s in scores]), "folds": [s[m] for s in scores]} for m in METRICS[column.kind]}
-        for name, scores in per_fold.items()
+        draws_meta = {}
+        for n in sizes:
+            if n == "all":
+                draws = [train_keys]
+            else:
+                draws = draw_groups(train_keys, n, n_draws, seed, f, _class_check(column.kind, y, keys[groups], train))
+                draws_meta[str(n)] = draws
+            for d, drawn in enumerate(draws):
+                rows = train[np.isin(keys[groups[train]], drawn)]
+                rng = np.random.default_rng([seed, f, 0 if n == "all" else n, d])
+                fits = {name: scores[name][n] for name in names if name not in failed}
+                for name in fits:
+                    if name in tuners and d >= finetune_draws:
+                        continue
+                    train_y = rng.permutation(y[rows]) if name == "permuted-labels" else y[rows]
+                    if name in tuners:
+                        out = tuners[name](
+                            windows.get(index[rows]), train_y, groups[rows], windows.get(index[test]), column.kind, seed
+                        )
+                    else:
+                        x = features["mean-activation" if name == "permuted-labels" else name]
+                        out = _predict(x[rows], train_y, x[test], column.kind, seed, groups[rows], runs[rows])
+                    if d == 0:
+                        fits[name].append([])
+                    fits[name][-1].append(decoding_scores(y[test], out, column.kind))
+                    if n == "all":
+                        predicted[name][test] = out
+        fold_meta.append(
+            {
+                "test": test_keys,
+                "n_train": int(len(train)),
+                "n_test": int(len(test)),
+                "pretraining_groups": len(pool_keys),
+                "draws": draws_meta,
+            }
+        )
+    curves = {
+        name: {str(n): _summary(per_fold, column.kind) for n, per_fold in by_size.items()}
+        for name, by_size in scores.items()
         if name not in failed
     }
+    methods = {name: {m: v for m, v in curve["all"].items() if m != "draws"} for name, curve in curves.items()}
     if predictions_out is not None:
         kept = {name: values for name, values in predicted.items() if name not in failed}
         predictions_out.update({"true": y, "fold": fold_of, "methods": kept})
@@ -324,6 +471,7 @@ def decode(
         "chance": 1.0 / (len(column.categories) - len(exclude)) if counts else 0.0,
         "window": window,
         "stride": stride,
+        "label_shift": label_shift,
         "rule": rule,
         "exclude": list(exclude),
         "normalization": normalization,
@@ -331,17 +479,50 @@ def decode(
         "n_folds": len(folds),
         "n_windows": int(len(index)),
         "n_groups": int(np.unique(groups).size),
+        "sizes": [str(n) for n in sizes],
+        "n_draws": n_draws,
+        "finetune_draws": finetune_draws,
+        "finetuned": [name for name in finetuners if name not in failed],
+        "pretraining": pretraining,
+        "transfer": pretrain_recordings is not None,
         "folds": fold_meta,
         "seed": seed,
         "notes": notes,
     }
-    return {"meta": meta, "methods": methods}
+    return {"meta": meta, "methods": methods, "curves": curves}
 
 
-def _training_windows(windows: WindowSet, groups: np.ndarray, train_groups: np.ndarray) -> WindowSet:
-    """Every window (labelled or not, without labels) of the runs whose group is in ``train_groups``."""
-    runs = np.unique(windows.rec_index[np.isin(groups, train_groups)])
-    return WindowSet([windows.recordings[r] for r in runs], windows.length, windows.stride, label_names=())
+def _class_check(kind: str, y: np.ndarray, row_keys: np.ndarray, train: np.ndarray) -> Callable | None:
+    """For categorical labels: does a draw of groups hold two classes among its labelled windows?"""
+    if kind != "categorical":
+        return None
+    train_keys, train_y = row_keys[train], y[train]
+    return lambda drawn: np.unique(train_y[np.isin(train_keys, drawn)]).size >= 2
+
+
+def _summary(per_fold: list[list[dict[str, float]]], kind: str) -> dict[str, Any]:
+    """Each fold's mean over its draws, then mean ± 95 % CI over the folds."""
+    out: dict[str, Any] = {}
+    for m in METRICS[kind]:
+        fold_means = [float(np.nanmean([s[m] for s in draws])) for draws in per_fold]
+        out[m] = {**summarise(fold_means), "folds": fold_means}
+    out["draws"] = max((len(d) for d in per_fold), default=0)
+    return out
+
+
+def _shift(meta: dict[str, Any]) -> str:
+    shift = meta.get("label_shift", 0)
+    return f", labels {shift} frames later" if shift else ""
+
+
+def pretraining_note(meta: dict[str, Any]) -> str:
+    """What the encoders were pre-trained on, when it is not the training fold: transfer, transductive."""
+    parts = []
+    if meta.get("transfer"):
+        parts.append(f"pre-trained on {meta.get('pretrained_on') or 'another dataset'} (transfer)")
+    if meta.get("pretraining") == "transductive":
+        parts.append("TRANSDUCTIVE: pre-training also saw the test groups' unlabelled windows")
+    return "; " + "; ".join(parts) if parts else ""
 
 
 def decoding_table(results: dict[str, Any]) -> str:
@@ -350,8 +531,9 @@ def decoding_table(results: dict[str, Any]) -> str:
     metrics = METRICS[meta["kind"]]
     chance = f", chance {meta['chance']:.2f}" if meta["kind"] == "categorical" else ""
     title = (
-        f"decoding {meta['label']!r} ({meta['kind']}{chance}), W = {meta['window']}, "
+        f"decoding {meta['label']!r} ({meta['kind']}{chance}), W = {meta['window']}{_shift(meta)}, "
         f"{meta['n_windows']} windows, {meta['n_folds']} folds by {meta['grouping']} (mean ± 95% CI over folds)"
+        f"{pretraining_note(meta)}"
     )
     lines = [title, "", "| method | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
     for name, values in results["methods"].items():
@@ -368,6 +550,9 @@ __all__ = [
     "decode",
     "decoding_scores",
     "decoding_table",
+    "delay_labels",
+    "pretraining_note",
+    "raw_window",
     "fc_edges",
     "group_folds",
     "linear_predictions",
