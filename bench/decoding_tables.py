@@ -1,10 +1,10 @@
 """The decoding tables of ``heatpain`` and ``haxby-slice``: baselines, untrained and trained families.
 
-Runs :func:`workbench.notebook.decoding_metrics` on the tasks of ``06_decoding`` (windows of 6
-frames, per-run standardisation; ``heatpain`` 5 folds by subject, ``haxby-slice`` one fold per
-run, rest excluded) with the ``tiny`` presets of ``fewshot``, ``jepa``, ``yaware`` and ``lfr``
-(jepa's patch shrinks to 2 frames, 3 time patches; ``--families`` and ``--preset`` choose
-others, e.g. ``recvae`` on the slice), untrained and, with ``--steps N``, trained for N steps on
+Runs :func:`workbench.notebook.decoding_metrics` on the tasks of ``06_decoding`` (each label's
+windows of :data:`workbench.notebook.DECODING_TASKS`, per-run standardisation; ``heatpain`` 5 folds
+by subject, ``haxby-slice`` one fold per run, rest excluded) with the ``tiny`` presets of ``fewshot``,
+``jepa``, ``yaware`` and ``lfr`` (jepa's patch shrinks to 2 frames, 3 time patches; ``--families`` and
+``--preset`` choose others, e.g. ``recvae`` on the slice), untrained and, with ``--steps N``, trained for N steps on
 each training fold. Prints one table per task.
 
 Usage::
@@ -25,17 +25,10 @@ import warnings
 import torch
 
 from workbench.evaluation.decoding import decoding_table
-from workbench.notebook import decoding_metrics, training_plan
+from workbench.notebook import decoding_metrics, decoding_tasks, training_plan
 
 FAMILIES = ("fewshot", "jepa", "yaware", "lfr")
-HEATPAIN = {"dataset": "heatpain", "window": 6, "stride": 2}
-TASKS = [
-    {**HEATPAIN, "label": "period"},
-    {**HEATPAIN, "label": "temperature"},
-    {**HEATPAIN, "label": "rating"},
-    {**HEATPAIN, "label": "regulation", "stride": 6},
-    {"dataset": "haxby-slice", "label": "category", "window": 6, "stride": 1, "grouping": "run", "exclude": ["rest"]},
-]
+TASKS = decoding_tasks(["period", "temperature", "rating", "regulation"], ["category"])
 
 
 def run(
@@ -68,7 +61,7 @@ def run(
             start = time.perf_counter()
             metrics, _ = decoding_metrics([task], plan, run_root=runs if steps else None, progress=False)
             out.update(metrics["tasks"])
-            key = f"{task['dataset']}/{task['label']}"
+            key = task["key"]
             seconds[key] = round(time.perf_counter() - start, 1)
             if verbose:
                 print(f"\n{key} ({seconds[key]} s)\n{decoding_table(out[key])}", flush=True)

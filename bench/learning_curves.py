@@ -129,7 +129,7 @@ def decoding_rows(
         {"methods": [method], "presets": {method: preset} if preset else {}, "device": device, "seed": seed}
         | {"epochs": EPOCHS}
     )
-    tasks = decoding_tasks(["period"], ["category"], window=6, stride=3, haxby_folds=4)
+    tasks = decoding_tasks(["period"], ["category"], haxby_folds=4)
     rows = []
     for budget in budgets:
         begin = time.perf_counter()

@@ -274,6 +274,15 @@ def test_cli_decodes_with_a_run_refitted_per_fold(tmp_path, monkeypatch, capsys)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["meta"]["refit"] and metrics["meta"]["n_folds"] == 3
     assert len(list((out / "runs").iterdir())) == 3  # one training per fold
+    # the run itself, accepted as transductive: it saw every subject's unlabelled windows
+    curves = [*decode_args, "--label", "condition", "--folds", "3", "--stride", "5", "--sizes", "1", "--draws", "2"]
+    assert main([*curves, "--transductive", "--finetune"]) == 0
+    printed = capsys.readouterr().out
+    assert "TRANSDUCTIVE" in printed and "n = 1" in printed and "| jepa · finetune |" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["meta"]["pretraining"] == "transductive" and not metrics["meta"]["refit"]
+    assert set(metrics["curves"]["jepa-untrained · finetune"]) == {"1", "all"}
+    assert metrics["curves"]["jepa"]["1"]["draws"] == 2
 
 
 def test_figures_and_table_of_decoding_results():
@@ -351,6 +360,7 @@ def test_notebook_tasks_and_factories(tmp_path):
         "label_shift": 2,
         "grouping": "run",
         "exclude": ["rest"],
+        "baselines": ["mean-activation", "raw-window", "permuted-labels"],
         "trained": True,
     }
     assert tasks[1]["window"] == 5 and tasks[1]["label_shift"] == 2  # an override keeps the task's other settings

@@ -166,9 +166,11 @@ def test_finetuners_run_per_fold_and_draw_and_fill_the_curves():
         sizes=(1, 2),
         n_draws=3,
         finetune_draws=1,
+        baselines=["mean-activation"],
         finetuners={"enc · finetune": finetuner},
     )
-    assert sorted(c[0] for c in calls) == [1, 1, 2, 2, 4, 4]  # one draw per size and fold, 'all' = 4 subjects
+    # one draw per size and fold; early stopping's groups: n = 1 -> the subject's 2 runs, n = 2 -> 2 subjects, all -> 4
+    assert sorted(c[0] for c in calls) == [2, 2, 2, 2, 4, 4]
     assert all(c[1] == (5, 6) and c[2] == "categorical" for c in calls)
     assert results["curves"]["enc · finetune"]["1"]["draws"] == 1
     assert results["methods"]["enc · finetune"]["balanced_accuracy"]["mean"] > 0.9

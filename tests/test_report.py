@@ -218,6 +218,11 @@ def test_index_links_everything(tiny_report: Path) -> None:
     period = decoding["heatpain/period"]["methods"]["mean-activation"]["balanced_accuracy"]
     assert "Task decoding" in index and "heatpain/period (bal. acc.)" in index
     assert f"{period['mean']:.2f} ± {period['ci']:.2f}" in index  # the headline table holds the measured cell
+    curves = decoding["heatpain/period"]["curves"]
+    assert set(curves["mean-activation"]) == {"1", "all"}  # the tiny profile's sizes, "all" added
+    assert {"jepa · finetune", "jepa-untrained · finetune", "fewshot · finetune"} <= set(curves)
+    assert "What pre-training buys" in index and "heatpain/period (vs " in index
+    assert (tiny_report / "figures" / "06_label_efficiency_heatpain_period.png").exists()
     collapse = pd.read_csv(tiny_report / "04_embeddings" / "collapse.csv", index_col=0)
     assert "Collapse check" in index and "rankme" in index and "offset_ratio" in index
     learning = pd.read_csv(tiny_report / "03_train" / "learning.csv", index_col=0)

@@ -29,6 +29,8 @@ from workbench.data.volume_runs import prepare_volume_runs
 from workbench.data.windows import WindowSet
 from workbench.errors import ConfigError, WorkbenchError
 from workbench.evaluation import EmbedFn, EncoderFactory, split_runs, support_stride
+from workbench.evaluation.decoding import Finetuner, FoldTuner
+from workbench.evaluation.finetune import FinetuneSettings, finetune_predictions
 from workbench.methods import available, get_method
 from workbench.models.base import Method
 from workbench.train import (
@@ -333,10 +335,94 @@ class TrainedFactory:
         result = self.fit(windows)
         return embed_function(result.method, result.standardizer, tokens=self.tokens, readout=self.readout)
 
+    def finetuner(self, settings: FinetuneSettings | None = None) -> Finetuner:
+        """A :data:`~workbench.evaluation.decoding.Finetuner` of the run this factory trains per fold.
+
+        The pre-training is the same cached run the frozen readouts use; each call of the returned
+        tuner fine-tunes a copy of it on one draw of labelled windows.
+        """
+        return _finetuner(lambda windows: _pair(self.fit(windows)), settings, self.train_overrides["device"])
+
 
 def encoder_factory(method: str, **kwargs: Any) -> TrainedFactory:
     """Shorthand for :class:`TrainedFactory` (same arguments)."""
     return TrainedFactory(method, **kwargs)
+
+
+def _pair(result: TrainResult) -> tuple[Method, Standardizer]:
+    return result.method, result.standardizer
+
+
+def _finetuner(build: Any, settings: FinetuneSettings | None, device: str) -> Finetuner:
+    """Per fold: ``build(windows) -> (method, standardizer)``, then a tuner that fine-tunes copies of it."""
+    settings = settings or FinetuneSettings()
+
+    def per_fold(windows: WindowSet) -> FoldTuner:
+        method, standardizer = build(windows)
+
+        def tune(train_x, train_y, train_groups, test_x, kind, seed):
+            return finetune_predictions(
+                method,
+                standardizer,
+                train_x,
+                train_y,
+                train_groups,
+                test_x,
+                kind,
+                settings=settings,
+                seed=seed,
+                device=resolve_device(device),
+            )
+
+        return tune
+
+    return per_fold
+
+
+def fixed_finetuner(
+    method: Method, standardizer: Standardizer, settings: FinetuneSettings | None = None, device: str = "auto"
+) -> Finetuner:
+    """Fine-tune one given (already trained) encoder in every fold: a run that is not refitted per fold."""
+    return _finetuner(lambda windows: (method, standardizer), settings, device)
+
+
+def untrained_method(
+    method: str,
+    preset: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    normalization: str | None = None,
+) -> Any:
+    """A builder ``windows -> (method, standardizer)``: the family randomly initialised from ``seed``.
+
+    Data-dependent buffers (``Method.prepare``) and the standardizer are fitted on ``windows``;
+    ``normalization`` replaces the family's scaling of windows (default: its engine default).
+    """
+
+    def build(windows: WindowSet) -> tuple[Method, Standardizer]:
+        torch.manual_seed(seed)
+        m = build_method(method, windows.spec(), preset, overrides)
+        engine = {} if normalization is None else {"normalization": normalization}
+        standardizer = Standardizer(make_train_config(m, **engine).normalization).fit(windows)
+        prepare_method(m, windows, standardizer)
+        return m.to(resolve_device(device)).eval(), standardizer
+
+    return build
+
+
+def untrained_finetuner(
+    method: str,
+    preset: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    normalization: str | None = None,
+    settings: FinetuneSettings | None = None,
+) -> Finetuner:
+    """The family trained from random weights on the labelled windows alone: supervised, no pre-training."""
+    build = untrained_method(method, preset, overrides, seed, device, normalization)
+    return _finetuner(build, settings, device)
 
 
 def untrained_factory(
@@ -358,15 +444,10 @@ def untrained_factory(
     :class:`TrainedFactory`.
     """
     check_readout(method, readout)
+    build = untrained_method(method, preset, overrides, seed, device, normalization)
 
     def factory(windows: WindowSet) -> EmbedFn:
-        torch.manual_seed(seed)
-        m = build_method(method, windows.spec(), preset, overrides)
-        engine = {} if normalization is None else {"normalization": normalization}
-        standardizer = Standardizer(make_train_config(m, **engine).normalization).fit(windows)
-        prepare_method(m, windows, standardizer)
-        m.to(resolve_device(device)).eval()
-        return embed_function(m, standardizer, tokens=tokens, readout=readout)
+        return embed_function(*build(windows), tokens=tokens, readout=readout)
 
     return factory
 
@@ -385,10 +466,13 @@ __all__ = [
     "content_digest",
     "embed_function",
     "encoder_factory",
+    "fixed_finetuner",
     "load_trained",
     "token_family",
     "training_windows",
     "untrained_factory",
+    "untrained_finetuner",
+    "untrained_method",
     "window_overrides",
     "windows_digest",
 ]

@@ -1,10 +1,12 @@
 """``workbench evaluate --task decoding``: a trained run decodes a frame label, beside the baselines.
 
 Rows: the run's encoder, the same encoder untrained (fitted on each training fold), token
-families also through the attentive probe (``<family> · attentive``), and the decoding
-baselines (:mod:`workbench.evaluation.decoding`). Every subject of the dataset is in some test
-fold, so a run that trained on any window of them has seen test data: it is refused, unless
-``refit`` trains the run's family with the run's settings again on each training fold.
+families also through the attentive probe (``<family> · attentive``), with ``finetune`` the
+encoder fine-tuned end to end (``<family> · finetune``) beside its twin trained from scratch, and
+the decoding baselines (:mod:`workbench.evaluation.decoding`). Every subject of the dataset is in
+some test fold, so a run that trained on any window of them has seen test data: it is refused,
+unless ``refit`` trains the run's family with the run's settings again on each training fold, or
+``transductive`` accepts that it saw the test subjects' unlabelled windows (the tables say so).
 
 Example
 -------
@@ -16,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from workbench.errors import ConfigError
+from workbench.errors import ConfigError, LeakError
 
 
 def decode_run(
@@ -35,6 +37,11 @@ def decode_run(
     seed: int = 0,
     device: str = "auto",
     progress: bool = True,
+    label_shift: int = 0,
+    sizes: tuple[int, ...] = (),
+    n_draws: int = 5,
+    finetune: bool = False,
+    transductive: bool = False,
 ) -> tuple[dict[str, Any], Path]:
     """Decode ``label`` of ``dataset`` with a trained run, its untrained twin and the baselines.
 
@@ -53,7 +60,14 @@ def decode_run(
     refit : bool
         Train the run's family with the run's settings on each training fold (cached under
         ``out/runs``) instead of using the run, which is required when the run trained on
-        subjects of ``dataset``.
+        subjects of ``dataset`` (unless ``transductive``).
+    label_shift, sizes, n_draws
+        See :func:`workbench.evaluation.decoding.decode` (``sizes``: the label-efficiency curves).
+    finetune : bool
+        Add the run's encoder fine-tuned end to end and its untrained twin trained from scratch.
+    transductive : bool
+        Accept a run pre-trained on the dataset's subjects, test subjects included (never their
+        labels); with ``refit``, pre-train each fold on every subject's unlabelled windows.
 
     Returns
     -------
@@ -62,7 +76,14 @@ def decode_run(
     from workbench.data.catalog import load_recordings
     from workbench.evaluation import save_metrics
     from workbench.evaluation.decoding import decode
-    from workbench.runs import TrainedFactory, embed_function, token_family, untrained_factory
+    from workbench.runs import (
+        TrainedFactory,
+        embed_function,
+        fixed_finetuner,
+        token_family,
+        untrained_factory,
+        untrained_finetuner,
+    )
     from workbench.train import load_method
 
     run = Path(run)
@@ -76,10 +97,11 @@ def decode_run(
             f"{run_dir} was trained on {model.n_features} ROIs but {dataset!r} has {recordings[0].n_rois}"
         )
     seen = sorted({r.subject for r in recordings} & set(state["subjects"]))
-    if seen and not refit:
-        raise ConfigError(
+    if seen and not (refit or transductive):
+        raise LeakError(
             f"{run_dir} trained on subjects {seen[:5]} of {dataset!r}, which every decoding fold tests in turn; "
-            "add --refit to train its family on each training fold, or use a run trained on other data"
+            "add --refit to train its family on each training fold, --transductive to accept that it saw their "
+            "unlabelled windows, or use a run trained on other data"
         )
     engine = {k: v for k, v in state["train_config"].items() if k != "device"}
     tokens = token_family(model.name)
@@ -108,6 +130,19 @@ def decode_run(
             normalization=engine["normalization"],
             tokens=use_tokens,
         )
+    finetuners: dict[str, Any] = {}
+    if finetune:
+        trained = factories[model.name]
+        finetuners[f"{model.name} · finetune"] = (
+            trained.finetuner() if refit else fixed_finetuner(model, standardizer, device=device)
+        )
+        finetuners[f"{model.name}-untrained · finetune"] = untrained_finetuner(
+            model.name,
+            overrides=state["method_config"],
+            seed=engine["seed"],
+            device=device,
+            normalization=engine["normalization"],
+        )
     results = decode(
         recordings,
         label,
@@ -120,6 +155,12 @@ def decode_run(
         exclude=exclude,
         normalization=normalization,
         seed=seed,
+        label_shift=label_shift,
+        sizes=sizes,
+        n_draws=n_draws,
+        finetuners=finetuners,
+        pretraining="transductive" if transductive else "inductive",
+        progress=progress,
     )
     results["meta"].update({"run": str(run_dir), "dataset": dataset, "refit": refit})
     return results, save_metrics(results, Path(out) / "metrics.json")

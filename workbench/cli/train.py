@@ -299,6 +299,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     decoding.add_argument(
         "--refit", action="store_true", help="train the run's family on each training fold with the run's settings"
     )
+    decoding.add_argument(
+        "--label-shift", type=int, default=0, metavar="FRAMES", help="move labels later for the haemodynamic delay"
+    )
+    decoding.add_argument(
+        "--sizes", default="", help="labelled training subjects (runs) of the label-efficiency curves, e.g. 1,2,4,8"
+    )
+    decoding.add_argument("--draws", type=int, default=5, help="random draws of labelled groups per size (default 5)")
+    decoding.add_argument(
+        "--finetune",
+        action="store_true",
+        help="add rows of the encoder fine-tuned end to end (and its twin from scratch)",
+    )
+    decoding.add_argument(
+        "--transductive",
+        action="store_true",
+        help="allow pre-training on the test subjects' unlabelled windows (the tables say so)",
+    )
     evaluate.set_defaults(handler=run_evaluate)
 
 
@@ -333,13 +350,13 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _k_shots(text: str) -> tuple[int, ...]:
+def _k_shots(text: str, flag: str = "--k-shots") -> tuple[int, ...]:
     try:
         values = tuple(int(item) for item in text.split(",") if item.strip())
     except ValueError:
-        raise ConfigError(f"--k-shots {text!r}: give whole numbers separated by commas, e.g. 1,4,16") from None
+        raise ConfigError(f"{flag} {text!r}: give whole numbers separated by commas, e.g. 1,4,16") from None
     if not values or min(values) < 1:
-        raise ConfigError(f"--k-shots {text!r}: give at least one support size >= 1")
+        raise ConfigError(f"{flag} {text!r}: give at least one size >= 1")
     return values
 
 
@@ -390,8 +407,17 @@ def _run_decoding(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         progress=not args.no_progress,
+        label_shift=args.label_shift,
+        sizes=_k_shots(args.sizes, "--sizes") if args.sizes else (),
+        n_draws=args.draws,
+        finetune=args.finetune,
+        transductive=args.transductive,
     )
     print(decoding_table(results))
+    if results["meta"]["sizes"] != ["all"]:
+        from workbench.viz.decoding import curves_table
+
+        print("\n" + curves_table(results).to_string())
     for note in results["meta"]["notes"]:
         print(f"note: {note}")
     print(f"\nwrote {metrics}")

@@ -432,8 +432,10 @@ def decode(
                         continue
                     train_y = rng.permutation(y[rows]) if name == "permuted-labels" else y[rows]
                     if name in tuners:
+                        # early stopping holds out whole subjects, or the runs of a single subject
+                        inner = groups[rows] if np.unique(groups[rows]).size >= 2 else runs[rows]
                         out = tuners[name](
-                            windows.get(index[rows]), train_y, groups[rows], windows.get(index[test]), column.kind, seed
+                            windows.get(index[rows]), train_y, inner, windows.get(index[test]), column.kind, seed
                         )
                     else:
                         x = features["mean-activation" if name == "permuted-labels" else name]

@@ -17,8 +17,9 @@ from typing import Any
 
 import pandas as pd
 
+from workbench.errors import DataError
 from workbench.files import write_text
-from workbench.viz.decoding import headline_table
+from workbench.viz.decoding import headline_table, matching_table
 from workbench.viz.outputs import CAPTIONS, FIGURES
 
 COLLAPSE_TABLE = Path("04_embeddings") / "collapse.csv"  # written by the embeddings notebook
@@ -171,9 +172,12 @@ def _decoding_section(run_dir: Path) -> str:
         if r["meta"].get("training_steps")
     )
     note = (
-        "Linear probe on frozen features of windows inside one labelled period; group-wise cross-validation "
-        f"({folds}), mean ± 95% CI over folds. Balanced accuracy for categories, R² for values (0: the "
-        "training mean). Baselines: per-ROI mean activation, FC edges, the mean-activation probe on permuted labels. "
+        "Every labelled training window: a linear probe (penalty chosen by inner cross-validation over the training "
+        "subjects or runs) on frozen features of windows chosen per label (event labels: short windows inside the "
+        "event, labels moved later for the haemodynamic delay; run-level states: long windows); fine-tuned rows "
+        f"train the encoder itself. Group-wise cross-validation ({folds}), mean ± 95% CI over folds. Balanced "
+        "accuracy for categories, R² for values (0: the training mean). Baselines: per-ROI mean activation, FC "
+        "edges, the raw window, the mean-activation probe on permuted labels. "
         + (
             f"Trained families were pre-trained without labels on each fold's training windows: {trained}. "
             if trained
@@ -182,6 +186,32 @@ def _decoding_section(run_dir: Path) -> str:
     )
     table = headline_table(tasks).to_html(classes="decoding", escape=True, border=0)
     return f"<p class='muted'>{_e(note)}</p>{table}"
+
+
+def _buys_section(run_dir: Path) -> str:
+    """The headline of the label-efficiency curves: the smallest n matching the best baseline on all labels."""
+    path = run_dir / "decoding_metrics.json"
+    if not path.exists():
+        return "<p class='muted'>No decoding_metrics.json: the decoding notebook did not run or did not finish.</p>"
+    metrics = json.loads(path.read_text())
+    try:
+        table = matching_table(metrics["tasks"])
+    except DataError:
+        return "<p class='muted'>No decoding task ran label-efficiency curves (the profile's sizes are empty).</p>"
+    modes = sorted({r["meta"].get("pretraining", "inductive") for r in metrics["tasks"].values()})
+    note = (
+        "For each task, the smallest number of labelled training subjects (heatpain) or runs (haxby-slice) at which "
+        "an encoder's best readout — linear probe, attentive probe or fine-tuned — is within the 95% CI of the best "
+        "feature baseline fitted on every labelled training window (column header: that baseline and its mean less "
+        "its CI), or 'never'. Pre-training used every training subject's windows without labels"
+        + (
+            "; TRANSDUCTIVE tasks also let it see the test subjects' unlabelled windows"
+            if "transductive" in modes
+            else ""
+        )
+        + ". The curves are in 06_decoding."
+    )
+    return f"<p class='muted'>{_e(note)}</p>" + table.to_html(classes="decoding", escape=True, border=0)
 
 
 def _steps(per_fold: list[int]) -> str:
@@ -321,6 +351,8 @@ def write_index(run_dir: str | Path, manifest: dict[str, Any]) -> Path:
 {_metrics_section(run_dir)}
 <h2>Task decoding</h2>
 {_decoding_section(run_dir)}
+<h2>What pre-training buys</h2>
+{_buys_section(run_dir)}
 <h2>Collapse check</h2>
 {_collapse_section(run_dir)}
 <h2>Notebooks</h2>

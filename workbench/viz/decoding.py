@@ -21,6 +21,8 @@ from scipy.stats import spearmanr
 from sklearn.metrics import confusion_matrix
 
 from workbench.errors import ConfigError, DataError
+from workbench.evaluation.decoding import pretraining_note
+from workbench.evaluation.label_efficiency import FEATURE_BASELINES, HEADLINE_METRIC, matching_sizes
 
 
 def decoding_frame(tasks: Mapping[str, dict[str, Any]]) -> pd.DataFrame:
@@ -53,12 +55,17 @@ def headline_table(tasks: Mapping[str, dict[str, Any]]) -> pd.DataFrame:
     return table
 
 
+def markdown_table(table: pd.DataFrame) -> str:
+    """A table of strings as Markdown: its index name and columns as the header."""
+    header = [table.index.name or "", *map(str, table.columns)]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---|" * len(table.columns)]
+    lines += [f"| {m} | " + " | ".join(map(str, row)) + " |" for m, row in table.iterrows()]
+    return "\n".join(lines)
+
+
 def decoding_markdown(tasks: Mapping[str, dict[str, Any]]) -> str:
     """:func:`headline_table` as one Markdown table."""
-    table = headline_table(tasks)
-    lines = ["| method | " + " | ".join(table.columns) + " |", "|---|" + "---|" * len(table.columns)]
-    lines += [f"| {m} | " + " | ".join(row) + " |" for m, row in table.iterrows()]
-    return "\n".join(lines)
+    return markdown_table(headline_table(tasks))
 
 
 def plot_confusion(
@@ -115,4 +122,108 @@ def plot_predicted_vs_true(results: dict[str, Any], predictions: dict[str, Any],
     return fig
 
 
-__all__ = ["decoding_frame", "decoding_markdown", "headline_table", "plot_confusion", "plot_predicted_vs_true"]
+def _all_position(meta: dict[str, Any]) -> float:
+    """Where ``"all"`` sits on the size axis: the mean number of training groups of a fold."""
+    n_test = np.mean([len(fold["test"]) for fold in meta["folds"]])
+    return float(meta["n_groups"] - n_test)
+
+
+def curves_table(results: dict[str, Any]) -> pd.DataFrame:
+    """Rows = methods, columns = labelled-set sizes, cells = the headline metric ``mean ± ci``."""
+    metric = HEADLINE_METRIC[results["meta"]["kind"]]
+    curves = results.get("curves")
+    if not curves:
+        raise DataError("these decoding results hold no label-efficiency curves (run decode with sizes)")
+    sizes = results["meta"]["sizes"]
+    rows = {
+        name: [f"{c[n][metric]['mean']:.2f} ± {c[n][metric]['ci']:.2f}" if n in c else "" for n in sizes]
+        for name, c in curves.items()
+    }
+    grouping = "subjects" if results["meta"]["grouping"] == "subject" else "runs"
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=[f"n = {n}" for n in sizes])
+    table.index.name = f"method (labelled {grouping})"
+    return table
+
+
+def _style(name: str) -> dict[str, Any]:
+    """Baselines grey; a family's readouts share its colour: solid probe, dashed fine-tuned, dotted untrained."""
+    base = name.split(" · ")[0]
+    if base in FEATURE_BASELINES or base == "permuted-labels":
+        shade = {"mean-activation": "0.0", "fc-edges": "0.45", "raw-window": "0.65", "permuted-labels": "0.8"}[base]
+        return {"color": shade, "ls": "-", "lw": 2.2 if base == "mean-activation" else 1.4, "marker": "s"}
+    family = base.removesuffix("-untrained")
+    colour = {"fewshot": "tab:purple", "jepa": "tab:blue", "yaware": "tab:green", "lfr": "tab:orange"}.get(
+        family, "tab:red"
+    )
+    ls = "--" if name.endswith("· finetune") else ("-." if name.endswith("· attentive") else "-")
+    return {"color": colour, "ls": ls, "lw": 1.4, "marker": "o", "alpha": 0.45 if base.endswith("-untrained") else 1.0}
+
+
+def plot_label_efficiency(results: dict[str, Any], methods: Sequence[str] | None = None) -> Figure:
+    """The headline metric against the number of labelled training groups (log axis), one line per method.
+
+    Bands are the 95 % CI over folds; the dotted line is the best feature baseline on all labels
+    less its CI (what "matches" means in :func:`~workbench.evaluation.label_efficiency.matching_sizes`).
+    """
+    meta = results["meta"]
+    curves = results.get("curves")
+    if not curves:
+        raise DataError("these decoding results hold no label-efficiency curves (run decode with sizes)")
+    metric = HEADLINE_METRIC[meta["kind"]]
+    methods = list(curves) if methods is None else list(methods)
+    missing = [m for m in methods if m not in curves]
+    if missing:
+        raise ConfigError(f"no curves for {missing}; available: {list(curves)}")
+    sizes = meta["sizes"]
+    x = np.array([_all_position(meta) if n == "all" else float(n) for n in sizes])
+    fig = Figure(figsize=(7.5, 4.6), layout="constrained")
+    ax = fig.subplots()
+    for name in methods:
+        shown = [i for i, n in enumerate(sizes) if n in curves[name]]
+        mean = np.array([curves[name][sizes[i]][metric]["mean"] for i in shown])
+        ci = np.array([curves[name][sizes[i]][metric]["ci"] for i in shown])
+        style = _style(name)
+        ax.plot(x[shown], mean, label=name, ms=4, **style)
+        ax.fill_between(x[shown], mean - ci, mean + ci, color=style["color"], alpha=0.08)
+    headline = matching_sizes(results)
+    ax.axhline(headline["target"], color="k", ls=":", lw=1)
+    if meta["kind"] == "categorical":
+        ax.axhline(meta["chance"], color="0.6", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xticks(x, [f"all\n({v:.0f})" if n == "all" else n for n, v in zip(sizes, x, strict=True)])
+    ax.minorticks_off()
+    grouping = "subjects" if meta["grouping"] == "subject" else "runs"
+    ax.set_xlabel(f"labelled training {grouping} (log scale)")
+    ax.set_ylabel("balanced accuracy" if metric == "balanced_accuracy" else "R²")
+    ax.set_title(f"{meta.get('dataset', '')} {meta['label']}: label efficiency{pretraining_note(meta)}", fontsize=9)
+    ax.legend(fontsize=7, ncol=2, loc="lower right")
+    return fig
+
+
+def matching_table(tasks: Mapping[str, dict[str, Any]]) -> pd.DataFrame:
+    """Rows = encoders, columns = tasks, cells = the smallest ``n`` matching the best baseline, or "never"."""
+    columns = {}
+    for key, results in tasks.items():
+        if not results.get("curves"):
+            continue
+        headline = matching_sizes(results)
+        target = f"{key} (vs {headline['baseline']} {headline['target']:.2f})"
+        columns[target] = {name: "never" if e["n"] is None else str(e["n"]) for name, e in headline["encoders"].items()}
+    if not columns:
+        raise DataError("no decoding task holds label-efficiency curves")
+    table = pd.DataFrame(columns).fillna("")
+    table.index.name = "encoder"
+    return table
+
+
+__all__ = [
+    "curves_table",
+    "decoding_frame",
+    "decoding_markdown",
+    "headline_table",
+    "markdown_table",
+    "matching_table",
+    "plot_confusion",
+    "plot_label_efficiency",
+    "plot_predicted_vs_true",
+]

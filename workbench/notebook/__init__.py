@@ -14,7 +14,6 @@ notebook.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +29,7 @@ from workbench.runs import (
     TrainedFactory,
     check_methods,
     encoder_factory,
-    token_family,
     untrained_factory,
-    window_overrides,
 )
 
 PLAN_FILE = "training_plan.json"
@@ -361,156 +358,23 @@ def identification_metrics(
     return metrics, episodes
 
 
-def decoding_factories(
-    plan: TrainingPlan,
-    window: int,
-    run_root: str | Path | None = None,
-    attentive: bool = True,
-    progress: bool = True,
-    steps: int | None = None,
-) -> dict[str, Any]:
-    """The plan's families for decoding windows of ``window`` frames, each fitted per fold.
-
-    Untrained twins always; trained families when ``run_root`` is given (one training per fold,
-    cached there, exactly ``steps`` optimiser steps when given instead of the plan's budgets).
-    The windows are standardised per run by the protocol, so the families read them as they are
-    (``normalization="none"``); a token family adds ``<name> · attentive`` rows that share its
-    trainings (:func:`workbench.runs.window_overrides` shrinks a patch that leaves fewer than
-    three time patches).
-    """
-    out: dict[str, Any] = {}
-    # with a step budget, per-fold trainings record their diagnostics before and after only (they add up)
-    cap = {} if steps is None else {"max_steps": steps, "epochs": BUDGET_EPOCHS, "monitor_every": steps}
-    for name in plan.methods:
-        preset = plan.presets.get(name)
-        overrides = window_overrides(name, preset, window)
-        readouts = [("", False)] + ([(" · attentive", True)] if attentive and token_family(name) else [])
-        for suffix, tokens in readouts:
-            if run_root is not None:
-                out[name + suffix] = encoder_factory(
-                    name,
-                    preset=preset,
-                    overrides=overrides,
-                    train_overrides={**plan.engine(name), **cap, "normalization": "none"},
-                    run_root=Path(run_root),
-                    device=plan.device,
-                    seed=plan.seed,
-                    progress=progress,
-                    tokens=tokens,
-                )
-            out[f"{name}-untrained{suffix}"] = untrained_factory(
-                name, preset, overrides, seed=plan.seed, device=plan.device, normalization="none", tokens=tokens
-            )
-    return out
-
-
-def decoding_tasks(
-    heatpain_labels: list[str],
-    haxby_labels: list[str],
-    window: int = 6,
-    stride: int = 2,
-    trained: Sequence[str] = ("heatpain", "haxby-slice"),
-    haxby_folds: int | None = None,
-) -> list[dict[str, Any]]:
-    """The tasks of ``06_decoding``: ``heatpain`` labels by subject, ``haxby-slice`` labels by run.
-
-    ``haxby-slice`` windows drop the ``rest`` category and step by one frame (a category block
-    lasts 9 volumes, so few windows of it are pure) over ``haxby_folds`` folds of whole runs
-    (default: one per run); ``heatpain`` windows step by ``stride``. Each task is
-    ``"trained"`` when its dataset is in ``trained`` (the plan's families are then also trained
-    on each training fold by :func:`decoding_metrics`).
-    """
-    unknown = sorted(set(trained) - {"heatpain", "haxby-slice"})
-    if unknown:
-        raise ConfigError(f"trained={list(trained)}: unknown dataset(s) {unknown}; choose from heatpain, haxby-slice")
-    heatpain = [
-        {"dataset": "heatpain", "label": name, "window": window, "stride": stride, "trained": "heatpain" in trained}
-        for name in heatpain_labels
-    ]
-    haxby = [
-        {"dataset": "haxby-slice", "label": label, "window": window, "stride": 1, "grouping": "run"}
-        | ({"n_folds": haxby_folds} if haxby_folds else {})
-        | ({"exclude": ["rest"]} if label == "category" else {})
-        | {"trained": "haxby-slice" in trained}
-        for label in haxby_labels
-    ]
-    return heatpain + haxby
-
-
-def decoding_metrics(
-    tasks: list[dict[str, Any]],
-    plan: TrainingPlan,
-    run_root: str | Path | None = None,
-    attentive: bool = True,
-    folds: int | None = None,
-    progress: bool = True,
-    steps: int | None = None,
-) -> tuple[dict[str, Any], dict[str, dict]]:
-    """Every decoding task of ``06_decoding``: baselines, untrained and (with ``run_root``) trained families.
-
-    Parameters
-    ----------
-    tasks : list of dict
-        Each ``{"dataset", "label", "window"}`` plus any keyword of
-        :func:`workbench.evaluation.decoding.decode` (``stride``, ``grouping``, ``exclude``, ``rule``...)
-        and ``"trained"`` (default True): ``False`` keeps that task to the untrained twins even
-        with a ``run_root``.
-    folds : int, optional
-        Folds of the tasks grouped by subject (by run: one per run).
-    steps : int, optional
-        Cap on the optimiser steps of every per-fold training (default: the plan's caps).
-
-    Returns
-    -------
-    metrics, predictions
-        ``{"seed", "training", "tasks": {"dataset/label": results}}`` and the out-of-fold
-        predictions per task (for confusion matrices and scatter plots). A family that cannot
-        be fitted on a task (e.g. ``fewshot`` needs several subjects; ``haxby-slice`` has one) is
-        left out of that task with a note in its ``meta["notes"]``.
-    """
-    from workbench.data.catalog import load_recordings
-    from workbench.evaluation.decoding import decode
-
-    metrics: dict[str, Any] = {"seed": plan.seed, "training": plan.model_dump(), "steps": steps, "tasks": {}}
-    predictions: dict[str, dict] = {}
-    loaded: dict[str, list] = {}
-    for task in tasks:
-        task = dict(task)
-        dataset, label, window = task.pop("dataset"), task.pop("label"), task.pop("window")
-        runs = run_root if task.pop("trained", True) else None
-        if dataset not in loaded:
-            loaded[dataset] = load_recordings(dataset, progress=progress)
-        grouping = task.setdefault("grouping", "subject")
-        task.setdefault("n_folds", folds if grouping == "subject" else None)
-        factories = decoding_factories(plan, window, runs, attentive, progress, steps)
-        key = f"{dataset}/{label}"
-        predictions[key] = {}
-        result = decode(
-            loaded[dataset],
-            label,
-            window,
-            factories,
-            seed=plan.seed,
-            predictions_out=predictions[key],
-            on_error="note",
-            **task,
-        )
-        result["meta"]["dataset"] = dataset
-        # the optimiser steps each per-fold training actually took (a readout sharing a run counts once)
-        result["meta"]["training_steps"] = {
-            name: [r.steps for r in factory.results]
-            for name, factory in factories.items()
-            if isinstance(factory, TrainedFactory) and factory.results and " · " not in name
-        }
-        metrics["tasks"][key] = result
-    return metrics, predictions
-
+from workbench.notebook.decoding import (  # noqa: E402  (the decoding notebook's functions use the plan above)
+    DECODING_TASKS,
+    TRANSFER_TASKS,
+    decoding_factories,
+    decoding_finetuners,
+    decoding_metrics,
+    decoding_tasks,
+)
 
 __all__ = [
+    "DECODING_TASKS",
+    "TRANSFER_TASKS",
     "BUDGET_EPOCHS",
     "PLAN_FILE",
     "TrainingPlan",
     "decoding_factories",
+    "decoding_finetuners",
     "decoding_metrics",
     "decoding_tasks",
     "identification_metrics",
