@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", nargs="+", default=["heatpain/period"], help="dataset/label, e.g. haxby-slice/category")
+    parser.add_argument("--tasks", nargs="+", default=["heatpain/period"], help="dataset/label (haxby-slice/category)")
     parser.add_argument("--transfer", action="store_true", help="also the transfer task (heatpain run 03 -> run 07)")
     parser.add_argument("--families", nargs="+", default=[f"{m}:{p}" for m, p in FAMILIES.items()])
     parser.add_argument("--steps", type=int, default=1000, help="exact optimiser steps of each per-fold pre-training")

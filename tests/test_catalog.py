@@ -23,6 +23,7 @@ from workbench.data.catalog import (
 )
 from workbench.data.describe import describe
 from workbench.errors import CatalogError, DataError
+from workbench.notebook.decoding import TRANSFER_TASKS
 
 HCP_SUBJECTS = ["101309", "102311", "102816", "131217", "211619", "213522", "377451"]
 GW_SUBJECTS = ["NAP_001", "NAP_002", "NAP_007", "NAP_009", "NAP_013"]
@@ -454,6 +455,8 @@ def test_heatpain_through_the_real_fetch_path(tmp_path: Path, monkeypatch: pytes
         recs = load_recordings("heatpain", progress=False)
     assert len(recs) == 66 and {r.data.shape for r in recs} == {(191, 119)} and {r.tr for r in recs} == {2.0}
     assert len({r.subject for r in recs}) == 33 and {r.session for r in recs} == {"run-03", "run-07"}
+    for name, task in TRANSFER_TASKS.items():  # the transfer tasks name runs that exist
+        assert {*task["sessions"], *task["pretrain_on"]["sessions"]} <= {r.session for r in recs}, name
     labels = recs[0].frame_labels
     assert set(labels.columns) == {"period", "temperature", "rating", "regulation", "fd"}
     assert labels["period"].notna().sum() > 100 and set(labels["period"].cat.categories) == {"heat", "rating"}

@@ -59,8 +59,8 @@ TRANSFER_TASKS: dict[str, dict[str, Any]] = {
     "heatpain/period, run 07 (pre-trained on run 03)": {
         "dataset": "heatpain",
         "label": "period",
-        "sessions": ["07"],
-        "pretrain_on": {"dataset": "heatpain", "sessions": ["03"]},
+        "sessions": ["run-07"],
+        "pretrain_on": {"dataset": "heatpain", "sessions": ["run-03"]},
         **DECODING_TASKS["heatpain/period"],
     },
 }
