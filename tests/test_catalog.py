@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -314,7 +315,7 @@ def test_interrupted_extraction_leaves_no_partial_file(tmp_path: Path, monkeypat
     def disk_full(src: str, dst: Path) -> None:
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(sources.os, "replace", disk_full)
+    monkeypatch.setattr(os, "replace", disk_full)
     digest = hashlib.sha256(b"alpha" * 1000).hexdigest()
     with pytest.raises(OSError, match="No space left"):
         sources.fetch_registry_members(

@@ -24,14 +24,14 @@ from workbench.train import build_method, make_train_config, train
 out, pause_at = sys.argv[1], int(os.environ.get("PAUSE_IN_SAVE_AT", "0"))
 if pause_at:  # write half a checkpoint, say so, then hang until killed
     original, calls = torch.save, [0]
-    def slow_save(obj, path):
+    def slow_save(obj, stream):
         calls[0] += 1
         if obj.get("step") == pause_at:
-            with open(path, "wb") as stream:
-                stream.write(b"half a checkpoint")
+            stream.write(b"half a checkpoint")
+            stream.flush()
             open(os.path.join(out, "in-save"), "w").close()
             time.sleep(600)
-        original(obj, path)
+        original(obj, stream)
     torch.save = slow_save
 windows = training_windows(fingerprints(n_subjects=4, n_rois=8, n_timepoints=120, seed=1), 16)
 torch.manual_seed(0)
@@ -101,6 +101,6 @@ def test_sigkill_inside_a_checkpoint_write_keeps_the_previous_checkpoint(tmp_pat
     child.wait()
     (killed / "in-save").unlink()
     assert torch.load(killed / "checkpoint.pt", weights_only=True)["step"] == 6  # the half-written one never landed
-    assert len(list(killed.glob(".checkpoint.pt.*.tmp"))) == 1
+    assert len(list(killed.glob(".wb-tmp-*.tmp"))) == 1
     _assert_same_weights(_finish(killed), straight)
     assert not list(killed.glob(".*.tmp"))  # the dead writer's temporary was swept

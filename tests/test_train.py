@@ -205,9 +205,8 @@ def test_checkpoint_round_trip_and_refusals(tmp_path, windows, toy_registered):
 def test_no_partial_checkpoint_on_failed_write(tmp_path, windows, toy_registered, monkeypatch):
     m = Toy(ToyConfig(), SPEC)
 
-    def broken_save(obj, path):
-        with open(path, "wb") as fh:
-            fh.write(b"partial")
+    def broken_save(obj, stream):
+        stream.write(b"partial")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)

@@ -90,14 +90,22 @@ def train_on_dataset(
     Returns
     -------
     TrainResult
+
+    Raises
+    ------
+    ConfigError
+        Before any data are read if ``out`` is a file; when training starts if another
+        training is writing in ``out``.
     """
     import torch
 
     from workbench.data.catalog import load_recordings
+    from workbench.files import check_output_folder
     from workbench.methods import get_method
     from workbench.runs import as_frames, held_out_windows, training_windows, windows_digest
     from workbench.train import build_method, make_train_config, train
 
+    check_output_folder(out, "run folder (--out)")  # a file there fails before data are read
     overrides, train_overrides = split_settings(method, dict(settings or {}))
     get_method(method).make_config(preset, **overrides)  # a typo fails before data are read
     recordings = as_frames(load_recordings(dataset, progress=progress, stream=stream))
@@ -178,11 +186,12 @@ def evaluate_run(
     """
     from workbench.data.catalog import load_recordings
     from workbench.evaluation import closed_set, eligible_recordings, save_metrics
-    from workbench.files import atomic_path
+    from workbench.files import atomic_path, check_output_folder
     from workbench.runs import as_frames, embed_function, untrained_factory
     from workbench.train import load_method
     from workbench.viz.fewshot import plot_k_curves, results_frame
 
+    check_output_folder(out, "output folder (--out)")
     run = Path(run)
     run_dir = run if run.is_dir() else run.parent
     model, standardizer, state = load_method(run, device=device)

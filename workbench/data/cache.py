@@ -7,22 +7,37 @@ windows stays bounded by a batch (``bench/windows_memory.py`` and ``bench/memory
 measure it). :class:`RunCollector` is what ``load_recordings`` reads a dataset into: runs stay
 in memory while the dataset is small and go to the cache one at a time once it is larger than
 :func:`stream_threshold` (or always, when streaming is asked for).
+
+A cached run is checked before it is used: its size against its dtype and shape every time,
+and its content against the run it caches (the blake2b digest the default file name carries)
+the first time a process opens it, again whenever the file changes (size, mtime or inode). A
+run this process has just written counts as checked. A file that fails is refused with a
+:class:`DataError`, never read silently. A cache that cannot be written (read-only, full disk)
+is a :class:`DataError` naming the folder and ``$WORKBENCH_CACHE``.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import mmap
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from workbench.data.recording import Recording
 from workbench.errors import ConfigError, DataError
-from workbench.files import atomic_path
+from workbench.files import CACHE_ENV, atomic_path
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+_STREAMED_RUNS = "the runs of a streamed dataset (--stream; --no-stream keeps them in memory)"
+# Cached run -> (size, mtime_ns, inode) when this process last found it whole and matching.
+_CHECKED: dict[Path, tuple[int, int, int]] = {}
 
 
 def release_pages(data: np.ndarray) -> None:
@@ -54,6 +69,74 @@ def _content_hash(data: np.ndarray, chunk_frames: int = 4096) -> str:
     return digest.hexdigest()
 
 
+def cache_write_error(exc: OSError, folder: Path, what: str) -> DataError | None:
+    """The :class:`DataError` for a write into the cache folder ``folder`` that failed with ``exc``.
+
+    A full disk (or quota) and a folder that cannot be written are the user's to fix: the message
+    names the folder and ``$WORKBENCH_CACHE``. Any other error gives ``None`` (the caller re-raises it).
+    """
+    if exc.errno in _DISK_FULL:
+        return DataError(
+            f"the disk holding {folder} is full ({exc.strerror}) while writing {what}; nothing half-written was "
+            f"kept. Free space there, or set ${CACHE_ENV} to a folder on a disk with room"
+        )
+    if exc.errno in _NOT_WRITABLE:
+        return DataError(
+            f"cannot write {what} into {folder} ({exc.strerror}). Make the folder writable, or set ${CACHE_ENV} "
+            "to a writable folder"
+        )
+    return None
+
+
+@contextmanager
+def writing_into(folder: Path, what: str) -> Iterator[None]:
+    """Turn a read-only cache or a full disk met inside the block into :func:`cache_write_error`."""
+    try:
+        yield
+    except OSError as exc:
+        error = cache_write_error(exc, folder, what)
+        if error is None:
+            raise
+        raise error from None
+
+
+def _stamp(path: Path) -> tuple[int, int, int]:
+    status = path.stat()
+    return status.st_size, status.st_mtime_ns, status.st_ino
+
+
+def _open_checked(path: Path, source: np.ndarray, digest: str | None) -> np.memmap:
+    """Map the cached run ``path`` of ``source`` after checking its size and, once per file version, its content.
+
+    ``digest`` is :func:`_content_hash` of ``source`` when already known (the default file name).
+    """
+    try:
+        data = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cached run {path} is unreadable ({exc}); delete it to rebuild") from None
+    if data.shape != source.shape or data.dtype != source.dtype:
+        raise DataError(
+            f"cached run {path} holds {data.dtype}{data.shape}, expected {source.dtype}{source.shape}; "
+            "delete it to rebuild"
+        )
+    stamp = _stamp(path)
+    if stamp[0] != data.offset + data.nbytes:
+        raise DataError(
+            f"cached run {path} has {stamp[0]} bytes, {data.offset + data.nbytes} for its {data.dtype}{data.shape}; "
+            "it changed after it was written: delete it to rebuild"
+        )
+    if _CHECKED.get(path) != stamp:
+        matches = _content_hash(data) == (digest or _content_hash(source))
+        release_pages(data)
+        if not matches:
+            raise DataError(
+                f"cached run {path} does not hold the run it caches (its content digest differs); it changed after "
+                "it was written: delete it to rebuild"
+            )
+        _CHECKED[path] = stamp
+    return data
+
+
 def memmap_recordings(
     recordings: Iterable[Recording],
     cache_dir: str | Path,
@@ -76,28 +159,28 @@ def memmap_recordings(
     -------
     list of Recording
         Same subject, session, tr, frame labels and meta (plus ``meta["cache_file"]``); ``data`` is
-        ``np.load(file, mmap_mode="r")``. Existing files are reused, never rewritten;
-        new files appear atomically (temporary file, then ``os.replace``).
+        ``np.load(file, mmap_mode="r")``. Existing files are reused, never rewritten, once checked
+        (see the module docstring); new files appear atomically (temporary file, then ``os.replace``).
+
+    Raises
+    ------
+    DataError
+        A cached file is unreadable, of another size or content than its run, or the cache
+        folder cannot be written (read-only, full disk).
     """
     cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    with writing_into(cache_dir, _STREAMED_RUNS):
+        cache_dir.mkdir(parents=True, exist_ok=True)
     out = []
     for rec in recordings:
         tag = _safe(key(rec)) if key is not None else _content_hash(rec.data)
         shape = "x".join(str(s) for s in rec.data.shape)
         path = cache_dir / f"{_safe(rec.subject)}_{_safe(rec.session)}_{shape}_{rec.data.dtype.str[1:]}_{tag}.npy"
         if not path.exists():
-            with atomic_path(path) as tmp, open(tmp, "wb") as stream:
+            with writing_into(cache_dir, _STREAMED_RUNS), atomic_path(path) as tmp, open(tmp, "wb") as stream:
                 np.save(stream, rec.data)
-        try:
-            data = np.load(path, mmap_mode="r")
-        except (OSError, ValueError) as exc:
-            raise DataError(f"cached run {path} is unreadable ({exc}); delete it to rebuild") from None
-        if data.shape != rec.data.shape or data.dtype != rec.data.dtype:
-            raise DataError(
-                f"cached run {path} holds {data.dtype}{data.shape}, expected {rec.data.dtype}{rec.data.shape}; "
-                "delete it to rebuild"
-            )
+            _CHECKED[path] = _stamp(path)
+        data = _open_checked(path, rec.data, tag if key is None else None)
         meta = {**rec.meta, "cache_file": str(path)}
         out.append(Recording(rec.subject, rec.session, data, rec.tr, meta, rec.frame_labels))
     return out
@@ -169,10 +252,13 @@ class RunCollector:
 
 
 __all__ = [
+    "CACHE_ENV",
     "DEFAULT_STREAM_BYTES",
     "STREAM_BYTES_ENV",
     "RunCollector",
+    "cache_write_error",
     "memmap_recordings",
     "release_pages",
     "stream_threshold",
+    "writing_into",
 ]

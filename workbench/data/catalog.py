@@ -16,6 +16,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from workbench.config import excerpt
 from workbench.data.cache import RunCollector
 from workbench.data.catalog_schema import (
     DEFAULT_CATALOG,
@@ -64,10 +65,10 @@ def _registry_paths(entry: Entry, progress: bool) -> dict[str, Path]:
 
 
 def local_files(catalog: Catalog, entry: Entry) -> list[Path]:
-    files = glob_local(entry.source.glob, catalog.folder(entry.name))
+    files = glob_local(entry.source.glob, catalog.folder(entry.name), entry.source.follow_links)
     if not files:
         raise CatalogError(
-            f"{catalog.path}: entry {entry.name!r}: glob {entry.source.glob!r} matches no .nii/.nii.gz/"
+            f"{catalog.path}: entry {entry.name!r}: glob {excerpt(entry.source.glob)} matches no .nii/.nii.gz/"
             ".npy/.csv/.tsv/.mat file"
         )
     return files

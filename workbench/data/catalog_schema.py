@@ -16,7 +16,12 @@ entries. Every entry has ``description``, ``modality`` (``roi_timeseries`` | ``n
 ``union``      other entries concatenated (same modality and ROI count).
 
 The schema is strict: an unknown key, a missing field or a wrong type raises
-:class:`CatalogError` naming the entry and the field, with the closest valid name.
+:class:`CatalogError` naming the entry and the field, with the closest valid name. Entries are
+checked as text too: a dataset name is 1 to 64 ASCII letters, digits, ``.``, ``_`` or ``-``
+(starting with a letter or digit), strings hold no terminal control characters, numbers are
+finite, path templates use bare placeholders (``{subject}``, never ``{subject:>9}``), and a
+``pattern`` is at most 200 characters, its counted repeats (``{m,n}``) multiplying to at most
+1000; it is matched with a time limit (:func:`workbench.data.sources.parse_ids`).
 
 Which catalog: the ``path`` argument, else ``$WORKBENCH_CATALOG``, else the
 ``data_catalog.yaml`` shipped at the root of the repository. Relative paths inside a
@@ -32,19 +37,24 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import math
 import os
 import re
+import string
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+import regex
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from workbench.config import load_yaml_text
+from workbench.config import clip, excerpt, load_yaml_text
 from workbench.data.archives import is_safe_member_path
 from workbench.data.label_sources import LABEL_MODELS, LabelSource, template_glob
 from workbench.data.sources import (
     MAX_MEMBER_MB,
+    check_nilearn_kwargs,
     check_package_name,
     check_pinned_version,
     matches_glob,
@@ -54,18 +64,36 @@ from workbench.errors import CatalogError, ConfigError, DataError
 
 DEFAULT_CATALOG = Path(__file__).resolve().parents[2] / "data_catalog.yaml"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")  # tab, newline pass
+_COUNTED_REPEAT = re.compile(r"\{(\d*)(?:,(\d*))?\}")
+MAX_PATTERN_LENGTH = 200
+MAX_PATTERN_REPEATS = 1000  # product of the counts of {m,n} repeats: the regex engine unrolls them
+MAX_PROBLEMS = 5  # validation problems one message lists
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+def _repeat_product(pattern: str) -> int:
+    """Product of the largest count of every ``{m}`` / ``{m,n}`` in ``pattern``: a bound on how far it unrolls."""
+    return math.prod(max([int(n) for n in counts if n] or [1]) for counts in _COUNTED_REPEAT.findall(pattern))
+
+
 def _check_id_pattern(pattern: str | None) -> str | None:
     if pattern is None:
         return None
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        raise ValueError(f"{excerpt(pattern, 60)} has {len(pattern)} characters; keep it to {MAX_PATTERN_LENGTH}")
+    if _repeat_product(pattern) > MAX_PATTERN_REPEATS:
+        raise ValueError(
+            f"the counted repeats ({{m,n}}) of {pattern!r} multiply to more than {MAX_PATTERN_REPEATS}; "
+            "use + or * for long runs"
+        )
     try:
-        groups = set(re.compile(pattern).groupindex)
-    except re.error as exc:
+        groups = set(regex.compile(pattern).groupindex)
+    except regex.error as exc:
         raise ValueError(f"not a valid regular expression ({exc})") from None
     if not groups or groups - {"subject", "session", "run"}:
         raise ValueError(f"named groups must be among subject, session, run; got {sorted(groups)}")
@@ -154,6 +182,14 @@ class LocalSource(_Strict):
     glob: str
     pattern: str | None = None
     subject: str | None = None
+    follow_links: bool = Field(
+        False,
+        description=(
+            "Read files that the glob reaches through a symbolic link leading outside the data folder (the "
+            "glob's folder up to its first wildcard). Default false: such a file is refused, naming the link, "
+            "and nothing of it is read."
+        ),
+    )
 
     _pattern = field_validator("pattern")(_check_id_pattern)
 
@@ -165,6 +201,16 @@ class NilearnSource(_Strict):
     pattern: str | None = None
 
     _pattern = field_validator("pattern")(_check_id_pattern)
+
+    @field_validator("kwargs")
+    @classmethod
+    def _data_choosing(cls, kwargs: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if "fetcher" in info.data:  # an unknown fetcher is reported on its own field
+            try:
+                check_nilearn_kwargs(info.data["fetcher"], kwargs)
+            except CatalogError as exc:
+                raise ValueError(str(exc)) from None
+        return kwargs
 
 
 class SyntheticSource(_Strict):
@@ -233,7 +279,7 @@ class Catalog:
     def entry(self, name: str) -> Entry:
         """The entry called ``name``; an unknown name raises with the closest valid one."""
         if name not in self.entries:
-            raise CatalogError(f"{self.path}: unknown dataset {name!r}{did_you_mean(name, self.entries)}")
+            raise CatalogError(f"{self.path}: unknown dataset {excerpt(name)}{did_you_mean(name, self.entries)}")
         return self.entries[name]
 
     def resolve(self, relative: str, name: str | None = None) -> Path:
@@ -270,7 +316,7 @@ def _is_union_tag(loc: tuple[Any, ...], i: int) -> bool:
 def _describe_error(error: dict[str, Any]) -> str:
     loc = tuple(error["loc"])
     shown = [str(p) for i, p in enumerate(loc) if not _is_union_tag(loc, i)]
-    field = ".".join(shown) or "(entry)"
+    field = clip(".".join(shown), 120) or "(entry)"
     kind, context = error["type"], error.get("ctx", {})
     if kind == "extra_forbidden":
         return f"field {field!r}: unknown key{did_you_mean(loc[-1], _valid_keys(loc))}"
@@ -279,26 +325,64 @@ def _describe_error(error: dict[str, Any]) -> str:
     if kind == "union_tag_invalid":
         tag = context.get("tag")
         kinds = LABEL_MODELS if loc[0] == "labels" else _SOURCE_MODELS
-        return f"field '{field}.kind': unknown kind {tag!r}{did_you_mean(tag, kinds)}"
+        return f"field '{field}.kind': unknown kind {excerpt(tag)}{did_you_mean(tag, kinds)}"
     if kind == "literal_error":
         expected = re.findall(r"'([^']*)'", str(context.get("expected", "")))
         return f"field {field!r}: {error['msg']}{did_you_mean(error['input'], expected)}"
     if kind == "value_error":  # our validators' messages already say what was wrong
-        return f"field {field!r}: {error['msg'].removeprefix('Value error, ')}"
+        return f"field {field!r}: {clip(error['msg'].removeprefix('Value error, '), 500)}"
     quote = " (write it in quotes)" if kind == "string_type" and isinstance(error.get("input"), float) else ""
-    return f"field {field!r}: {error['msg']} (got {error.get('input')!r}){quote}"
+    return f"field {field!r}: {error['msg']} (got {excerpt(error.get('input'))}){quote}"
+
+
+def _check_dataset_name(name: str, where: Path) -> None:
+    """CatalogError unless ``name`` is 1 to 64 ASCII letters, digits, ``.``, ``_``, ``-`` (a look-alike is not)."""
+    if _DATASET_NAME.fullmatch(name):
+        return
+    odd = next((ch for ch in name if not (ch.isascii() and (ch.isalnum() or ch in "._-"))), None)
+    if odd is None:
+        problem = "is empty, longer than 64 characters or starts with '.', '_' or '-'"
+    else:
+        problem = f"holds {odd!r} (U+{ord(odd):04X} {unicodedata.name(odd, '')})".replace(" )", ")")
+    raise CatalogError(
+        f"{where}: dataset name {excerpt(name)} {problem}; a name is 1 to 64 ASCII letters, digits, '.', '_' "
+        "or '-', starting with a letter or digit"
+    )
+
+
+def _check_plain_values(value: Any, where: str, field: str) -> None:
+    """CatalogError naming the field of a non-finite number or a string with control characters, keys included."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise CatalogError(f"{where}: field {excerpt(field)}: {value} is not a finite number; write a finite number")
+    if isinstance(value, str) and (control := _CONTROL_CHARACTER.search(value)):
+        raise CatalogError(
+            f"{where}: field {excerpt(field)} holds the control character U+{ord(control.group()):04X} at position "
+            f"{control.start()}; remove it (catalog text is printed on terminals)"
+        )
+    if isinstance(value, dict):
+        for key, item in value.items():
+            inner = f"{field}.{key}" if field else str(key)
+            _check_plain_values(key, where, inner)
+            _check_plain_values(item, where, inner)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_plain_values(item, where, f"{field}.{i}")
 
 
 def _parse_entry(name: str, raw: Any, where: Path) -> Entry:
+    _check_dataset_name(name, where)
     if not isinstance(raw, dict):
         raise CatalogError(f"{where}: entry {name!r} must be a mapping of fields, got {type(raw).__name__}")
     if "name" in raw:
         raise CatalogError(f"{where}: entry {name!r}: remove 'name'; an entry is named by its key")
+    _check_plain_values(raw, f"{where}: entry {name!r}", "")
     try:
         return Entry.model_validate({**raw, "name": name})
     except ValidationError as exc:
-        problems = "; ".join(_describe_error(e) for e in exc.errors())
-        raise CatalogError(f"{where}: entry {name!r}: {problems}") from None
+        errors = exc.errors()
+        problems = "; ".join(_describe_error(e) for e in errors[:MAX_PROBLEMS])
+        more = f"; and {len(errors) - MAX_PROBLEMS} more" if len(errors) > MAX_PROBLEMS else ""
+        raise CatalogError(f"{where}: entry {name!r}: {problems}{more}") from None
 
 
 def _check_cross_references(catalog: Catalog) -> None:
@@ -312,14 +396,14 @@ def _check_cross_references(catalog: Catalog) -> None:
             if source.generator not in GENERATORS:
                 raise CatalogError(
                     f"{where}: field 'source.generator': unknown generator "
-                    f"{source.generator!r}{did_you_mean(source.generator, GENERATORS)}"
+                    f"{excerpt(source.generator)}{did_you_mean(source.generator, GENERATORS)}"
                 )
             accepted = inspect.signature(GENERATORS[source.generator]).parameters
             for param in source.params:
                 if param not in accepted:
                     raise CatalogError(
                         f"{where}: field 'source.params': generator {source.generator!r} has no "
-                        f"parameter {param!r}{did_you_mean(param, accepted)}"
+                        f"parameter {excerpt(param)}{did_you_mean(param, accepted)}"
                     )
         if source.kind == "union":
             _check_union(catalog, entry.name, [entry.name])
@@ -336,8 +420,20 @@ def _label_templates(entry: Entry) -> list[tuple[str, str]]:
     return out
 
 
+def _check_bare_placeholders(field: str, template: str, where: str) -> None:
+    """CatalogError when a placeholder of ``template`` has a format spec or conversion (``{subject:>9}``)."""
+    for _, name, spec, conversion in string.Formatter().parse(template):
+        if name is not None and (spec or conversion):
+            raise CatalogError(
+                f"{where}: field {field!r}: {excerpt(template)} gives a placeholder a format spec or conversion "
+                "(after ':' or '!'); write the placeholders bare: {subject}, {session}, {run}"
+            )
+
+
 def _check_labels(entry: Entry, where: str) -> None:
     source = entry.source
+    for field, template in _label_templates(entry):
+        _check_bare_placeholders(field, template, where)
     if entry.labels and source.kind not in ("registry", "local"):
         raise CatalogError(f"{where}: field 'labels': labels come from files, a {source.kind} entry has none")
     if entry.read.split_by and not entry.labels:
@@ -348,7 +444,7 @@ def _check_labels(entry: Entry, where: str) -> None:
         pattern = template_glob(template)
         if not any(matches_glob(member, pattern) for member in source.sha256):
             raise CatalogError(
-                f"{where}: field {field!r}: {template!r} matches no member listed under sha256; list the "
+                f"{where}: field {field!r}: {excerpt(template)} matches no member listed under sha256; list the "
                 "label files there (and their glob under source.supporting)"
             )
 
@@ -359,7 +455,7 @@ def _check_union(catalog: Catalog, name: str, chain: list[str]) -> None:
         if member not in catalog.entries:
             raise CatalogError(
                 f"{catalog.path}: entry {name!r}: field 'source.entries': unknown dataset "
-                f"{member!r}{did_you_mean(member, catalog.entries)}"
+                f"{excerpt(member)}{did_you_mean(member, catalog.entries)}"
             )
         if member in chain:
             raise CatalogError(f"{catalog.path}: entry {name!r}: union cycle {' -> '.join(chain + [member])}")
@@ -400,7 +496,7 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
     extra = sorted(set(document) - {"datasets", "extends"})
     if extra:
         hint = did_you_mean(extra[0], ["datasets", "extends"])
-        raise CatalogError(f"{path}: unknown top-level key {extra[0]!r}{hint}")
+        raise CatalogError(f"{path}: unknown top-level key {excerpt(extra[0])}{hint}")
     entries = {str(name): _parse_entry(str(name), raw, path) for name, raw in document["datasets"].items()}
     folders = {name: path.resolve().parent for name in entries}
     if "extends" in document:
@@ -422,7 +518,9 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
 def _shipped_catalog(path: Path, extends: Any) -> Catalog:
     """The shipped catalog a user catalog extends (``extends: shipped``)."""
     if extends != "shipped":
-        raise CatalogError(f"{path}: top-level key 'extends': {extends!r} is not valid; the only value is 'shipped'")
+        raise CatalogError(
+            f"{path}: top-level key 'extends': {excerpt(extends)} is not valid; the only value is 'shipped'"
+        )
     if path.resolve() == DEFAULT_CATALOG.resolve():
         raise CatalogError(f"{path}: the shipped catalog cannot extend itself; remove `extends`")
     shipped = load_catalog(DEFAULT_CATALOG)

@@ -3,10 +3,14 @@
 ``workbench data info`` reads headers only and says so; :func:`check_data` reads each file
 with the entry's ``read`` options through the same readers as training and collects, per file,
 every problem (unreadable, corrupt or truncated file, wrong dimensionality, too few frames,
-NaN/inf, constant regions under the ``error`` policy, a wrong sha256), then the problems of the
-dataset as a whole (runs that would merge, ROI counts that differ) and the notes (assumptions
-the readers made, regions a ``drop`` policy removes). One problem does not stop the others
-from being found.
+NaN/inf, constant regions under the ``error`` policy, a wrong sha256, a link out of the folder),
+then the problems of the dataset as a whole (runs that would merge, ROI counts that differ, a
+label numeric in some runs and text in others) and the notes (assumptions the readers made,
+regions a ``drop`` policy removes). One problem does not stop the others from being found.
+
+A run that reads but is shorter than :data:`MIN_USABLE_FRAMES` is reported as unusable: a window
+holds at least 2 frames (a correlation needs two), and evaluation draws support and query
+windows from the two halves of each run, so a run needs at least 4 frames.
 """
 
 from __future__ import annotations
@@ -26,11 +30,16 @@ from workbench.data.catalog import (
     per_file_policy,
     read_entry_file,
 )
-from workbench.data.formats import NIFTI_SUFFIXES, file_suffix
+from workbench.data.formats import NIFTI_SUFFIXES, check_inside, file_suffix
+from workbench.data.labels import check_label_kinds
 from workbench.data.readers import read_recording
+from workbench.data.recording import Recording
 from workbench.data.sources import member_status, parse_ids, registry_dir
 from workbench.data.validate import apply_constant_policy, check_same_roi_count
 from workbench.errors import CatalogError, WorkbenchError
+
+MIN_USABLE_FRAMES = 4  # a window of 2 frames in each half of the run
+_OUTSIDE_FIX = "Check the file itself (data check FILE), or copy it into the folder"
 
 
 @dataclass
@@ -60,8 +69,22 @@ def _read_collecting(report: CheckReport, where: str, read) -> list[Any]:
     return out
 
 
+def _report_short_runs(report: CheckReport, where: str, recordings: list[Recording]) -> None:
+    for rec in recordings:
+        if rec.n_timepoints < MIN_USABLE_FRAMES:
+            run = "" if rec.session == "1" else f" (run {rec.session})"
+            report.problems.append(
+                (
+                    where,
+                    f"{rec.n_timepoints} frame(s){run}: too short to use; a run needs at least {MIN_USABLE_FRAMES}, "
+                    "since a window holds at least 2 frames (a correlation needs two) and evaluation takes support "
+                    "and query windows from the two halves of each run; drop the run or record a longer one",
+                )
+            )
+
+
 def _dataset_checks(report: CheckReport, name: str, entry: Entry | None, recordings: list[Any]) -> None:
-    checks = [lambda: check_same_roi_count(recordings)]
+    checks = [lambda: check_same_roi_count(recordings), lambda: check_label_kinds(recordings)]
     if entry is not None:
         checks += [
             lambda: check_unique_runs(entry, recordings),
@@ -90,9 +113,11 @@ def _check_entry(report: CheckReport, catalog: Catalog, entry: Entry) -> list[An
     for item, ids in items:
         report.files += 1
         where = str(item) if isinstance(item, (str, Path)) else f"{entry.name}[{ids['subject']}]"
-        recordings += _read_collecting(
+        runs = _read_collecting(
             report, where, lambda item=item, ids=ids: read_entry_file(catalog, entry, item, ids, per_file_policy(entry))
         )
+        _report_short_runs(report, where, runs)
+        recordings += runs
     _dataset_checks(report, entry.name, entry, recordings)
     return recordings
 
@@ -109,9 +134,13 @@ def _check_path(report: CheckReport, path: Path) -> None:
         modality = "nifti_4d" if file_suffix(file) in NIFTI_SUFFIXES else "roi_timeseries"
 
         def read(file=file, ids=ids, modality=modality) -> list[Any]:
+            if path.is_dir():
+                check_inside(file, path, _OUTSIDE_FIX)
             return [read_recording(file, subject=ids["subject"], modality=modality)]
 
-        tables += _read_collecting(report, str(file), read)
+        runs = _read_collecting(report, str(file), read)
+        _report_short_runs(report, str(file), runs)
+        tables += runs
     series = [r for r in tables if r.data.ndim == 2]
     _read_collecting(report, str(path), lambda: check_same_roi_count(series))
 
@@ -143,4 +172,4 @@ def check_data(name_or_path: str | Path, catalog: Catalog | None = None) -> Chec
     return report
 
 
-__all__ = ["CheckReport", "check_data"]
+__all__ = ["MIN_USABLE_FRAMES", "CheckReport", "check_data"]

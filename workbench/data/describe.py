@@ -2,7 +2,8 @@
 
 Registry members are not downloaded: their status is ``verified``, ``missing`` or ``mismatch``;
 other files are ``present`` (headers read, not validated: :mod:`workbench.data.check` reads and
-validates every file), ``invalid`` (a header of the wrong dimensionality) or ``unreadable``.
+validates every file), ``invalid`` (a header of the wrong dimensionality) or ``unreadable`` (so is
+a file of a folder that links outside it: it is not read).
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ from workbench.data.catalog_schema import (
     did_you_mean,
     load_catalog,
 )
-from workbench.data.formats import file_suffix
+from workbench.data.formats import check_inside, file_suffix
 from workbench.data.sources import (
     file_info,
     member_status,
     parse_ids,
     registry_dir,
+    session_label,
 )
 from workbench.errors import CatalogError, DataError
 
@@ -90,6 +92,18 @@ def _entry_files(catalog: Catalog, entry: Entry) -> list[dict[str, Any]]:
     return []  # nilearn: nothing is known before the (online) download
 
 
+def _folder_file_info(file: Path, path: Path) -> dict[str, Any]:
+    """:func:`file_info` of a file of the folder ``path``; a link out of the folder is ``unreadable``, never read."""
+    ids = parse_ids(file.relative_to(path) if path.is_dir() else file)
+    if path.is_dir():
+        try:
+            check_inside(file, path, "Describe the file itself (data info FILE), or copy it into the folder")
+        except DataError as exc:
+            info = {"file": str(file), "subject": ids["subject"], "session": session_label(ids)}
+            return {**info, "status": "unreadable", "bytes": 0, "error": str(exc)}
+    return file_info(file, ids, "present")
+
+
 def _summary(files: list[dict[str, Any]]) -> dict[str, Any]:
     statuses = [f["status"] for f in files]
     return {
@@ -140,7 +154,7 @@ def describe(name_or_path: str | Path, catalog: Catalog | None = None) -> dict[s
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and file_suffix(p))
     if not files or not file_suffix(files[0]):
         raise DataError(f"{path}: no .nii/.nii.gz/.npy/.csv/.tsv/.mat file found")
-    infos = [file_info(f, parse_ids(f.relative_to(path) if path.is_dir() else f), "present") for f in files]
+    infos = [_folder_file_info(f, path) for f in files]
     shapes = [i["shape"] for i in infos if "shape" in i]
     kinds = {2: "roi_timeseries", 4: "nifti_4d"}
     modalities = sorted({kinds.get(len(shape), f"unsupported {len(shape)}-D") for shape in shapes})

@@ -36,6 +36,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from workbench.config import excerpt
+from workbench.data.labels import category_name, check_label_kinds
 from workbench.data.recording import Recording
 from workbench.errors import DataError
 
@@ -64,15 +66,14 @@ def _typed(values: pd.Series, kind: LabelKind, where: str) -> pd.Series:
             return pd.to_numeric(values, errors="raise").astype(np.float64)
         except (TypeError, ValueError):
             bad = next(v for v in values.dropna() if not _is_number(v))
-            raise DataError(f"{where}: label {values.name!r} is continuous but holds {bad!r}") from None
-    text = values.map(lambda v: v if pd.isna(v) else _as_text(v))
-    return text.astype(pd.CategoricalDtype(sorted(text.dropna().unique())))
+            raise DataError(f"{where}: label {values.name!r} is continuous but holds {excerpt(bad, 80)}") from None
+    return _as_categories(values)
 
 
-def _as_text(value: object) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
+def _as_categories(values: pd.Series, categories: Sequence[str] | None = None) -> pd.Series:
+    """``values`` named by :func:`category_name` (missing values kept), as ``categories`` (default: their own)."""
+    text = values.astype(object).map(lambda v: v if pd.isna(v) else category_name(v))
+    return text.astype(pd.CategoricalDtype(sorted(text.dropna().unique()) if categories is None else categories))
 
 
 def _is_number(value: object) -> bool:
@@ -93,14 +94,35 @@ def read_events(path: str | Path) -> pd.DataFrame:
         table = pd.read_csv(path, sep="\t", na_values=_MISSING, keep_default_na=False)
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise DataError(f"{path}: not a readable events table ({exc})") from None
-    for column in ("onset", "duration"):
-        if column not in table.columns:
-            raise DataError(f"{path}: an events file needs an {column!r} column; it has {list(table.columns)}")
-        if not pd.api.types.is_numeric_dtype(table[column]) or table[column].isna().any():
-            raise DataError(f"{path}: column {column!r} must hold a number (seconds) on every row")
-    if (table["duration"] < 0).any():
-        raise DataError(f"{path}: negative duration(s) at row(s) {np.flatnonzero(table['duration'] < 0).tolist()}")
+    check_event_times(table, str(path), "row(s) below the header")
     return table
+
+
+def check_event_times(events: pd.DataFrame, where: str, rows: str = "event(s)") -> None:
+    """DataError naming the ``rows`` (counted from 1) whose onset or duration is not a finite number of seconds.
+
+    Durations must also be >= 0. ``where`` names the source, ``rows`` what the numbers count.
+    """
+    seconds = {}
+    for column in ("onset", "duration"):
+        if column not in events.columns:
+            raise DataError(f"{where}: events table needs an {column!r} column; it has {list(events.columns)}")
+        seconds[column] = pd.to_numeric(events[column], errors="coerce").to_numpy(np.float64)
+        bad = np.flatnonzero(~np.isfinite(seconds[column]))
+        if len(bad):
+            shown = excerpt(events[column].iloc[bad[:3]].tolist(), 80)
+            raise DataError(
+                f"{where}: {column} must be a finite number of seconds; {rows} {_numbers(bad)} hold {shown}"
+            )
+    negative = np.flatnonzero(seconds["duration"] < 0)
+    if len(negative):
+        raise DataError(f"{where}: negative duration in {rows} {_numbers(negative)}")
+
+
+def _numbers(positions: np.ndarray, limit: int = 5) -> str:
+    """1-based numbers of 0-based ``positions``: ``"2, 5"`` or ``"2, 5, 7, 8, 9 and 3 more"``."""
+    shown = ", ".join(str(i + 1) for i in positions[:limit])
+    return shown + (f" and {len(positions) - limit} more" if len(positions) > limit else "")
 
 
 def events_to_frames(
@@ -149,6 +171,7 @@ def events_to_frames(
     pandas.DataFrame
         ``T`` rows, one column per label.
     """
+    check_event_times(events, where)
     table = events.copy()
     for name, column in (trial_type_from or {}).items():
         if column not in table.columns:
@@ -240,7 +263,7 @@ def read_condition_key(path: str | Path) -> dict[str, str]:
         if not parts:
             continue
         if len(parts) < 3:
-            raise DataError(f"{path}:{number}: expected 'task condition name', got {line!r}")
+            raise DataError(f"{path}:{number}: expected 'task condition name', got {excerpt(line, 80)}")
         names[parts[1]] = " ".join(parts[2:])
     return names
 
@@ -262,6 +285,8 @@ def read_fsl_onsets(paths: Sequence[str | Path], conditions: Mapping[str, str] |
             raise DataError(f"{path}: not an FSL three-column onset file ({exc})") from None
         if values.size and values.shape[1] != 3:
             raise DataError(f"{path}: FSL onset files have 3 columns (onset, duration, weight), got {values.shape[1]}")
+        if values.size:
+            check_event_times(pd.DataFrame(values[:, :2], columns=["onset", "duration"]), str(path), "row(s)")
         name = conditions[stem] if conditions is not None else stem
         rows += [(onset, duration, name) for onset, duration, _ in values]
     return pd.DataFrame(rows, columns=["onset", "duration", "trial_type"])
@@ -299,19 +324,26 @@ def split_by_label(recording: Recording, column: str) -> list[Recording]:
 
 
 def unify_categories(recordings: Sequence[Recording]) -> list[Recording]:
-    """Give each categorical label the same categories (sorted union) in every run, in place."""
+    """Give each categorical label the same categories (sorted union) in every run, in place.
+
+    Categories are named by :func:`~workbench.data.labels.category_name` (``1`` and ``1.0`` are
+    one). Raises DataError when a label is numeric in some runs and text in others, naming them.
+    """
+    check_label_kinds(recordings)
     tables = [r.frame_labels for r in recordings if r.frame_labels is not None]
     names = {c for t in tables for c in t.columns if isinstance(t[c].dtype, pd.CategoricalDtype)}
     for name in names:
-        union = sorted({str(v) for t in tables if name in t.columns for v in t[name].cat.categories})
+        columns = [t[name] for t in tables if name in t.columns]
+        union = sorted({category_name(v) for c in columns if hasattr(c, "cat") for v in c.cat.categories})
         for table in tables:
             if name in table.columns:
-                table[name] = table[name].cat.set_categories(union)
+                table[name] = _as_categories(table[name], union)
     return list(recordings)
 
 
 __all__ = [
     "LabelKind",
+    "check_event_times",
     "covered_frames",
     "events_to_frames",
     "frame_centres",

@@ -11,11 +11,16 @@ column:
   frame of the window has it (NaN otherwise, e.g. a window straddling two task blocks).
 
 Categories travel as float codes into :attr:`LabelColumn.categories`, so a batch's ``"y"`` is
-one float32 array ``(B, k)``; NaN marks an undefined value.
+one float32 array ``(B, k)``; NaN marks an undefined value. A category is named by its text, and
+a number by its value (:func:`category_name`: ``1``, ``1.0`` and ``"1.0"`` are one category ``"1"``).
+A column is one kind in every run: numeric in some runs and text in others is an error naming
+the runs (:func:`check_label_kinds`).
 """
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Sequence
 from typing import Literal
 
@@ -28,10 +33,75 @@ from workbench.errors import DataError
 CategoricalRule = Literal["majority", "pure"]
 
 
-def _is_categorical(series) -> bool:
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def is_categorical(series) -> bool:
+    """Whether a frame-label column holds categories (pandas ``category``, text or booleans) rather than numbers."""
     import pandas as pd
 
-    return isinstance(series.dtype, pd.CategoricalDtype) or series.dtype == object or series.dtype == bool
+    dtype = series.dtype
+    return (
+        isinstance(dtype, pd.CategoricalDtype)
+        or pd.api.types.is_bool_dtype(dtype)
+        or not (pd.api.types.is_numeric_dtype(dtype))
+    )
+
+
+def category_name(value: object) -> str:
+    """The name of a category: a number by its value, anything else by its text.
+
+    ``1``, ``1.0``, ``numpy.float32(1)`` and ``"1.0"`` all name category ``"1"``; ``0.50`` names
+    ``"0.5"``; whole numbers written as text keep every digit (``"12345678901234567890"``).
+    Booleans and text that is not a finite number are kept as written.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    text = value.strip() if isinstance(value, str) else None
+    if text is not None and _INTEGER.fullmatch(text):
+        return str(int(text))
+    try:
+        number = float(text if text is not None else value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return str(value)
+    if not math.isfinite(number):
+        return str(value)
+    return str(int(number)) if number.is_integer() else repr(number)
+
+
+def _run_name(recording: Recording) -> str:
+    source = recording.meta.get("source_file")
+    return f"{recording.subject}/{recording.session}" + (f" ({source})" if source else "")
+
+
+def _listed(runs: list[str], limit: int = 3) -> str:
+    shown = ", ".join(runs[:limit])
+    return shown + (f" and {len(runs) - limit} more" if len(runs) > limit else "")
+
+
+def check_label_kinds(recordings: Sequence[Recording], names: Sequence[str] | None = None) -> None:
+    """DataError when a frame label (of ``names``, default all) is numeric in some runs and text in others.
+
+    A run where the label is missing on every frame has no kind. The message names the column
+    and the runs of each kind; declaring the column's kind in the label source
+    (``columns: {name: categorical}``) makes every run read it alike.
+    """
+    kinds: dict[str, dict[bool, list[str]]] = {}
+    for rec in recordings:
+        table = rec.frame_labels
+        if table is None:
+            continue
+        for name in [c for c in table.columns if (names is None or c in names) and table[c].notna().any()]:
+            kinds.setdefault(str(name), {}).setdefault(is_categorical(table[name]), []).append(_run_name(rec))
+    for name, by_kind in kinds.items():
+        if len(by_kind) > 1:
+            raise DataError(
+                f"label {name!r} is numeric in run(s) {_listed(by_kind[False])} but text in run(s) "
+                f"{_listed(by_kind[True])}; make it one kind: declare it in the label source's `columns` "
+                f"({name}: categorical or continuous) or fix the files"
+            )
 
 
 def label_columns(recordings: Sequence[Recording], names: Sequence[str] | None = None) -> tuple[LabelColumn, ...]:
@@ -57,16 +127,17 @@ def label_columns(recordings: Sequence[Recording], names: Sequence[str] | None =
     missing = [n for n in names if n not in shared]
     if missing:
         raise DataError(f"label(s) {missing} are not in the frame labels of every run; available: {shared}")
+    check_label_kinds(recordings, names)
     columns = []
     for name in names:
-        kinds = {_is_categorical(t[name]) for t in tables}
-        if len(kinds) > 1:
-            raise DataError(f"label {name!r} is categorical in some runs and numeric in others; make it one kind")
-        if kinds.pop():
+        defined = [t[name] for t in tables if t[name].notna().any()] or [tables[0][name]]
+        if is_categorical(defined[0]):
             declared = []
             for t in tables:
                 values = t[name].cat.categories if hasattr(t[name], "cat") else t[name].dropna().unique()
-                declared.extend(str(v) for v in values)
+                declared.extend(category_name(v) for v in values)
+            if not declared:
+                raise DataError(f"label {name!r} holds no value on any frame of any run; leave it out or fix the files")
             columns.append(LabelColumn(str(name), "categorical", tuple(sorted(set(declared)))))
         else:
             columns.append(LabelColumn(str(name), "continuous"))
@@ -85,7 +156,7 @@ def frame_values(recording: Recording, columns: Sequence[LabelColumn]) -> np.nda
             out[:, j] = values.to_numpy(dtype=np.float64, na_value=np.nan)
         else:
             code_of = {c: i for i, c in enumerate(column.categories)}
-            out[:, j] = [code_of.get(str(v), np.nan) if v == v and v is not None else np.nan for v in values]
+            out[:, j] = [code_of.get(category_name(v), np.nan) if v == v and v is not None else np.nan for v in values]
     return out
 
 
@@ -125,4 +196,12 @@ def window_values(
     return out.astype(np.float32)
 
 
-__all__ = ["CategoricalRule", "frame_values", "label_columns", "window_values"]
+__all__ = [
+    "CategoricalRule",
+    "category_name",
+    "check_label_kinds",
+    "frame_values",
+    "is_categorical",
+    "label_columns",
+    "window_values",
+]

@@ -2,12 +2,14 @@
 
 Constant voxels are normal in volumes (the background outside the brain) and kept; only a run
 in which every voxel is constant is rejected. A header whose shape claims more voxels than the
-file can hold (uncompressed) or than this machine's memory (compressed) is refused before
-anything is allocated.
+file can hold, than this machine's memory or than a file may unpack to
+(:func:`~workbench.data.formats.max_read_bytes`) is refused before anything is allocated; so are
+atlas and mask images.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from workbench.data.formats import CORRUPT_FILE_ERRORS
+from workbench.data.formats import CORRUPT_FILE_ERRORS, GZIP_MAX_RATIO, check_read_size
 from workbench.data.validate import ConstantPolicy, check_finite, check_length, check_roi_series
 from workbench.errors import DataError
 
@@ -30,22 +32,34 @@ def _memory_bytes() -> int:
 
 
 def check_claimed_size(img: Any, path: Path) -> None:
-    """DataError when the header's shape cannot be real: beyond the file (``.nii``) or the memory."""
+    """DataError when the header's shape cannot be real or is too large to read.
+
+    Refused before anything is allocated: more bytes than the file holds (``.nii``) or than a
+    gzip file of its size can inflate to (``.nii.gz``, at most ~1032 times its size), more than
+    this machine's memory, or more than a file may unpack to (:func:`~workbench.data.formats.max_read_bytes`).
+    """
     shape = tuple(int(n) for n in img.shape)
-    voxels = int(np.prod(shape, dtype=np.float64))
+    voxels = math.prod(shape)
     as_float32 = voxels * 4
-    if str(path).lower().endswith(".nii"):
-        stored = voxels * img.header.get_data_dtype().itemsize + int(img.header.get("vox_offset", 0))
-        if stored > path.stat().st_size:
-            raise DataError(
-                f"{path}: the header claims shape {shape} ({stored / 1e6:.1f} MB) but the file holds "
-                f"{path.stat().st_size / 1e6:.1f} MB; the file is truncated or its header is wrong"
-            )
+    stored = voxels * img.header.get_data_dtype().itemsize + int(img.header.get_data_offset())
+    size = path.stat().st_size
+    compressed = not str(path).lower().endswith(".nii")
+    if not compressed and stored > size:
+        raise DataError(
+            f"{path}: the header claims shape {shape} ({stored / 1e6:.1f} MB) but the file holds "
+            f"{size / 1e6:.1f} MB; the file is truncated or its header is wrong"
+        )
     if as_float32 > _memory_bytes():
         raise DataError(
             f"{path}: the header claims shape {shape}, {as_float32 / 1e9:.1f} GB as float32, more than this "
             "machine's memory; the header is corrupt, or the run must be cropped or resampled first"
         )
+    if compressed and stored > size * GZIP_MAX_RATIO:
+        raise DataError(
+            f"{path}: the header claims shape {shape} ({stored / 1e6:.1f} MB) but a gzip file of {size / 1e6:.3f} MB "
+            f"inflates to at most {size * GZIP_MAX_RATIO / 1e6:.1f} MB; the file is truncated or its header is wrong"
+        )
+    check_read_size(max(stored, as_float32), path, f"shape {shape} as float32")
 
 
 def load_nifti(path: Path) -> Any:
@@ -57,6 +71,13 @@ def load_nifti(path: Path) -> Any:
         return nib.load(path)
     except (*CORRUPT_FILE_ERRORS, nib.filebasedimages.ImageFileError) as exc:
         raise DataError(f"{path}: unreadable or corrupt NIfTI file ({exc})") from None
+
+
+def load_checked(path: Path) -> Any:
+    """:func:`load_nifti` and :func:`check_claimed_size`: an image whose data can be read safely."""
+    img = load_nifti(path)
+    check_claimed_size(img, path)
+    return img
 
 
 def nifti_tr(img: Any) -> float | None:
@@ -135,9 +156,9 @@ def extract_roi_series(
         )
     img, volumes = read_run(Path(path), min_timepoints)
     if labels_img is not None:
-        masker = NiftiLabelsMasker(labels_img=load_nifti(Path(labels_img)))
+        masker = NiftiLabelsMasker(labels_img=load_checked(Path(labels_img)))
     else:
-        masker = NiftiMasker(mask_img=load_nifti(Path(mask_img)))
+        masker = NiftiMasker(mask_img=load_checked(Path(mask_img)))
     try:
         with warnings.catch_warnings():  # nilearn 0.14 warns on its own default standardize=False
             warnings.filterwarnings("ignore", "boolean values for 'standardize'", FutureWarning)
@@ -152,7 +173,7 @@ def extract_roi_series(
 
 def mask_grid(mask_img: Path, path: Path, n_voxels: int) -> dict[str, Any]:
     """``grid`` and boolean ``mask`` of a mask image, when they describe the extracted voxels."""
-    image = load_nifti(mask_img)
+    image = load_checked(mask_img)
     mask = np.asarray(image.dataobj) != 0
     run_grid = tuple(int(n) for n in load_nifti(path).shape[:3])
     if mask.shape != run_grid or int(mask.sum()) != n_voxels:  # nilearn resampled the mask: no grid
@@ -163,6 +184,7 @@ def mask_grid(mask_img: Path, path: Path, n_voxels: int) -> dict[str, Any]:
 __all__ = [
     "check_claimed_size",
     "extract_roi_series",
+    "load_checked",
     "load_nifti",
     "mask_grid",
     "nifti_tr",

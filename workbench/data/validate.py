@@ -17,6 +17,7 @@ from typing import Literal
 
 import numpy as np
 
+from workbench.config import excerpt
 from workbench.data.cache import release_pages
 from workbench.data.recording import Recording
 from workbench.errors import DataError
@@ -62,8 +63,8 @@ def check_roi_series(
     flat = np.flatnonzero(np.ptp(series, axis=0) == 0).tolist()
     if flat and constant == "error":
         raise DataError(
-            f"{path}: ROI(s) {flat} (0-based columns) are constant over time; fix the file "
-            "or set read.constant to 'drop' (remove them) or 'keep'"
+            f"{path}: ROI(s) {excerpt(flat)} ({len(flat)} in all, 0-based columns) are constant over time; "
+            "fix the file or set read.constant to 'drop' (remove them) or 'keep'"
         )
     if not flat or constant == "keep":
         return series, roi_names, []
@@ -107,8 +108,9 @@ def apply_constant_policy(
             if flat_by_run[id(rec)]:
                 raise DataError(
                     f"{rec.meta.get('source_file', rec.subject)} ({rec.subject}/{rec.session}): ROI(s) "
-                    f"{flat_by_run[id(rec)]} (0-based columns) are constant over time; fix the file or set "
-                    "read.constant to 'drop' (remove them from every run) or 'keep'"
+                    f"{excerpt(flat_by_run[id(rec)])} ({len(flat_by_run[id(rec)])} in all, 0-based columns) are "
+                    "constant over time; fix the file or set read.constant to 'drop' (remove them from every run) "
+                    "or 'keep'"
                 )
         return recordings
     check_same_roi_count(series)
@@ -120,7 +122,7 @@ def apply_constant_policy(
     runs = sum(bool(v) for v in flat_by_run.values())
     warnings.warn(
         f"{len(flat)} ROI(s) constant in {runs} of {len(series)} runs are dropped from every run: "
-        f"{dropped_names or flat}",
+        f"{excerpt(dropped_names or flat)}",
         stacklevel=2,
     )
     out = []

@@ -50,6 +50,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from workbench.data.nifti import load_checked
 from workbench.data.recording import Recording
 from workbench.data.volumes import volume_frames
 from workbench.errors import ConfigError, DataError
@@ -129,12 +130,10 @@ def resample_run(rec: Recording, grid: Sequence[int] | None = None, reference: A
 
 
 def _image(value: Any, what: str) -> Any:
-    import nibabel as nib
-
     if isinstance(value, (str, Path)):
         if not Path(value).is_file():
             raise DataError(f"{what} image {value} does not exist")
-        return nib.load(value)
+        return load_checked(Path(value))
     return value
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from workbench.config import parse_value, validate_value
+from workbench.config import excerpt, parse_value, validate_value
 from workbench.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +34,7 @@ def parse_cli_params(items: list[str]) -> dict[str, CliText]:
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
-            raise ConfigError(f"--param {item!r}: write NAME=VALUE, e.g. --param n_episodes=100")
+            raise ConfigError(f"--param {excerpt(item)}: write NAME=VALUE, e.g. --param n_episodes=100")
         out[name.strip()] = CliText(value.strip())
     return out
 
@@ -74,7 +74,7 @@ def plan_parameters(
     unknown = sorted(set(values) - set(valid))
     if unknown:
         raise ConfigError(
-            f"unknown report parameter(s) {', '.join(map(repr, unknown))}: no notebook declares them; "
+            f"unknown report parameter(s) {', '.join(map(excerpt, unknown))}: no notebook declares them; "
             f"valid parameters are {', '.join(valid)}"
         )
     return {

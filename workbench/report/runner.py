@@ -22,6 +22,7 @@ index (which names a failing notebook and cell).
 
 from __future__ import annotations
 
+import itertools
 import os
 import platform
 import subprocess
@@ -32,9 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import ConfigError, WorkbenchError
-from workbench.files import write_json
+from workbench.files import check_output_folder, run_folder_lock, sweep_temporaries, write_json
 from workbench.report.params import NOTEBOOK_DIR, NOTEBOOKS, PROJECT_ROOT, declared_parameters, plan_parameters
 from workbench.report.profiles import PROFILES, Profile
+from workbench.viz.outputs import FIGURES
 
 MANIFEST = "manifest.json"
 PACKAGES = (
@@ -145,15 +147,26 @@ def _plan(
 
 
 def _new_run_dir(out: Path, profile: str, run_id: str | None) -> Path:
+    """The report folder: ``run_id`` (reused when it exists), or a new ``<time stamp>-<profile>[-N]``.
+
+    A new folder is claimed with ``mkdir(exist_ok=False)``, so two reports started in the same
+    second get folders of their own.
+    """
+    check_output_folder(out, "report folder (--out)")
     if run_id is None:
+        out.mkdir(parents=True, exist_ok=True)
         base = f"{time.strftime('%Y%m%d-%H%M%S')}-{profile}"
-        run_id, n = base, 1
-        while (out / run_id).exists():
-            n += 1
-            run_id = f"{base}-{n}"
+        for n in itertools.count(1):
+            run_dir = out / (base if n == 1 else f"{base}-{n}")
+            try:
+                run_dir.mkdir()
+                break
+            except FileExistsError:
+                continue
     elif not run_id or Path(run_id).name != run_id or run_id in {".", ".."}:
         raise ConfigError(f"run_id={run_id!r} must be a plain folder name (no '/')")
-    run_dir = out / run_id
+    else:
+        run_dir = check_output_folder(out / run_id, "report folder (--run-id)")
     (run_dir / "notebooks").mkdir(parents=True, exist_ok=True)
     return run_dir
 
@@ -236,6 +249,51 @@ def _execute(nb: str, params: dict[str, Any], run_dir: Path, timeout: int | None
     return None
 
 
+def _run_notebooks(
+    run_dir: Path, profile: str, chosen: Profile, plan: dict[str, dict[str, Any]], device: str, progress: bool
+) -> tuple[dict[str, Any] | None, Path]:
+    """Record the provenance, execute the notebooks until one fails, write the manifest and index.
+
+    Returns
+    -------
+    failure, index
+        The failing notebook's :func:`_failure` record (``None`` when all ran) and ``index.html``.
+    """
+    from tqdm.auto import tqdm
+
+    from workbench.report.html import write_index, write_notebook_html
+
+    # record the provenance
+    manifest = _manifest(run_dir, profile, chosen, plan, device)
+    write_json(run_dir / MANIFEST, manifest, default=str)
+    # execute the notebooks in order until one fails
+    failure = None
+    bar = tqdm(NOTEBOOKS, desc="report", unit="notebook", disable=not progress)
+    for nb in bar:
+        bar.set_postfix_str(nb)
+        start = time.perf_counter()
+        failure = _execute(nb, plan[nb], run_dir, chosen.cell_timeout, progress)
+        record = manifest["notebooks"][nb]
+        record["status"] = "failed" if failure else "ok"
+        record["wall_time_s"] = round(time.perf_counter() - start, 2)
+        executed = run_dir / "notebooks" / f"{nb}.ipynb"
+        if executed.exists():
+            write_notebook_html(executed, executed.with_suffix(".html"))
+            record["html"] = f"notebooks/{nb}.html"
+        if failure:
+            break
+    bar.close()
+    # finish the manifest and the index
+    for record in manifest["notebooks"].values():
+        if record["status"] == "pending":
+            record["status"] = "skipped"
+    manifest["status"] = "failed" if failure else "ok"
+    manifest["error"] = failure
+    manifest["wall_time_s"] = round(sum(r["wall_time_s"] or 0 for r in manifest["notebooks"].values()), 2)
+    write_json(run_dir / MANIFEST, manifest, default=str)
+    return failure, write_index(run_dir, manifest)
+
+
 def run_report(
     profile: str = "quick",
     dataset: str | None = None,
@@ -278,49 +336,22 @@ def run_report(
     Raises
     ------
     ConfigError
-        Unknown profile, parameter, family or preset, or a value of the wrong type; nothing runs.
+        Unknown profile, parameter, family or preset, or a value of the wrong type; ``out`` or
+        the report folder is a file; another report is writing in the folder. Nothing runs.
     ReportError
         A notebook failed; ``index.html`` and ``manifest.json`` still name the notebook, the cell
         and the error, and the executed notebook is kept.
     """
-    from tqdm.auto import tqdm
-
-    from workbench.report.html import write_index, write_notebook_html
-
     # 1. plan every notebook's parameters (fails before anything runs)
     chosen, plan = _plan(profile, dataset, methods, device, params)
     run_dir = _new_run_dir(Path(out).expanduser().resolve(), profile, run_id)
     for nb in NOTEBOOKS:
         plan[nb]["out_dir"] = str(run_dir)
-    # 2. record the provenance
-    manifest = _manifest(run_dir, profile, chosen, plan, device)
-    write_json(run_dir / MANIFEST, manifest, default=str)
-    # 3. execute the notebooks in order until one fails
-    failure = None
-    bar = tqdm(NOTEBOOKS, desc="report", unit="notebook", disable=not progress)
-    for nb in bar:
-        bar.set_postfix_str(nb)
-        start = time.perf_counter()
-        failure = _execute(nb, plan[nb], run_dir, chosen.cell_timeout, progress)
-        record = manifest["notebooks"][nb]
-        record["status"] = "failed" if failure else "ok"
-        record["wall_time_s"] = round(time.perf_counter() - start, 2)
-        executed = run_dir / "notebooks" / f"{nb}.ipynb"
-        if executed.exists():
-            write_notebook_html(executed, executed.with_suffix(".html"))
-            record["html"] = f"notebooks/{nb}.html"
-        if failure:
-            break
-    bar.close()
-    # 4. finish the manifest and the index
-    for record in manifest["notebooks"].values():
-        if record["status"] == "pending":
-            record["status"] = "skipped"
-    manifest["status"] = "failed" if failure else "ok"
-    manifest["error"] = failure
-    manifest["wall_time_s"] = round(sum(r["wall_time_s"] or 0 for r in manifest["notebooks"].values()), 2)
-    write_json(run_dir / MANIFEST, manifest, default=str)
-    index = write_index(run_dir, manifest)
+    # 2.-4. record, execute, finish, with the folder locked against a second report writing there
+    with run_folder_lock(run_dir, "report"):
+        for folder in (run_dir, run_dir / "notebooks", run_dir / FIGURES):
+            sweep_temporaries(folder)
+        failure, index = _run_notebooks(run_dir, profile, chosen, plan, device, progress)
     if failure:
         where = f"cell {failure['cell_index']}" if failure["cell_index"] is not None else "an unknown cell"
         raise ReportError(

@@ -8,6 +8,9 @@ run stands (step, epoch, batch, finished) and its history.
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -51,14 +54,18 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     Raises
     ------
     CheckpointError
-        If the file is missing, unreadable, holds anything but tensors and plain types, or lacks
-        / adds keys.
+        If the file is missing, not a regular file, unreadable, holds anything but tensors and
+        plain types, or lacks / adds keys.
     """
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist; train first or pass the run folder")
+    if not path.is_file():
+        raise CheckpointError(
+            f"checkpoint {path} is not a regular file (a pipe, a device or a folder); pass the file a training wrote"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors come in many types
@@ -97,13 +104,66 @@ def load_method(path: str | Path, device: str = "cpu") -> tuple[Method, Standard
     state = read_checkpoint(path)
     cls = get_method(state["method"])
     config = config_from_dict(cls.Config, state["method_config"], where=f"{path}: method_config")
-    method = cls(config, DataSpec.from_dict(state["spec"]))
+    spec = DataSpec.from_dict(state["spec"])
+    check_sizes(cls, config, spec, state["model"], path)
+    method = cls(config, spec)
     try:
         method.load_state_dict(state["model"])
     except RuntimeError as exc:
         raise CheckpointError(f"checkpoint {path} does not match the {state['method']} model: {exc}") from None
     method.to(resolve_device(device)).eval()
     return method, Standardizer.from_dict(state["standardizer"]), state
+
+
+def _shapes(tensors: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    return {key: tuple(t.shape) for key, t in tensors.items() if isinstance(t, torch.Tensor)}
+
+
+def _sizes_behind(built: tuple[int, ...], stored: tuple[int, ...], config: Any, spec: DataSpec) -> list[str]:
+    """The config and spec fields whose value is a size of ``built`` that ``stored`` lacks."""
+    sizes = set(built) - set(stored)
+    fields = [
+        f"method_config.{f.name}"
+        for f in dataclasses.fields(config)
+        if type(getattr(config, f.name)) is int and getattr(config, f.name) in sizes
+    ]
+    spec_fields = ("n_features", "n_timepoints", "n_subjects")
+    return fields + [f"spec.{name}" for name in spec_fields if getattr(spec, name) in sizes]
+
+
+def check_sizes(cls: type[Method], config: Any, spec: DataSpec, weights: dict[str, Any], path: str | Path) -> None:
+    """Refuse a config and data spec that build other tensors than the checkpoint's weights.
+
+    The model is built on the ``meta`` device, which allocates nothing, so a config whose sizes
+    were damaged or edited (``d_model`` of two million) is refused before any memory is taken.
+
+    Raises
+    ------
+    CheckpointError
+        Naming the fields whose sizes disagree with the stored tensors, or the tensors that
+        one side lacks.
+    """
+    if not isinstance(weights, dict):
+        raise CheckpointError(f"checkpoint {path}: its weights are a {type(weights).__name__}, not a state dict")
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the real build below warns once
+        built = _shapes(cls(config, spec).state_dict())
+    stored = _shapes(weights)
+    if built.keys() != stored.keys():
+        raise CheckpointError(
+            f"checkpoint {path}: its method_config builds tensors {sorted(built.keys() - stored.keys())[:5]} that "
+            f"its weights lack, and its weights hold {sorted(stored.keys() - built.keys())[:5]} that the config does "
+            "not build; the checkpoint is damaged or was edited: train it again"
+        )
+    # A tensor the config builds empty is sized by fitting (e.g. y-Aware's bandwidth) and loads as stored.
+    wrong = [key for key in built if built[key] != stored[key] and math.prod(built[key]) > 0]
+    if wrong:
+        fields = sorted({f for key in wrong for f in _sizes_behind(built[key], stored[key], config, spec)})
+        raise CheckpointError(
+            f"checkpoint {path}: {', '.join(fields) or 'method_config'} disagree(s) with the weights: tensor "
+            f"{wrong[0]!r} is {stored[wrong[0]]} in the checkpoint but the config builds {built[wrong[0]]}; the "
+            "checkpoint is damaged or was edited: train it again"
+        )
 
 
 def _differences(saved: dict[str, Any], now: dict[str, Any], prefix: str) -> list[str]:
@@ -136,6 +196,7 @@ __all__ = [
     "CHECKPOINT_NAME",
     "build_method",
     "check_same_run",
+    "check_sizes",
     "load_method",
     "read_checkpoint",
 ]

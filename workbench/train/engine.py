@@ -34,8 +34,11 @@ have taken.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,8 +49,8 @@ import torch
 from workbench.data.dataset import WindowDataset
 from workbench.data.normalize import Standardizer
 from workbench.data.windows import WindowSet, window_problems
-from workbench.errors import ConfigError, LearningWarning
-from workbench.files import atomic_path, write_json
+from workbench.errors import CheckpointError, ConfigError, LearningWarning
+from workbench.files import atomic_path, run_folder_lock, sweep_temporaries, write_json
 from workbench.models.base import Method
 from workbench.train.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, check_same_run, read_checkpoint
 from workbench.train.distributed import Distributed, current, rank_device
@@ -71,6 +74,7 @@ from workbench.train.settings import (
 
 HISTORY_NAME = "history.json"
 PREPARE_WINDOWS = 2048
+_DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))  # no space, or no quota left
 
 
 @dataclass
@@ -159,11 +163,60 @@ def train(
         Held-out windows (never trained on) of which ``config.monitor_windows`` evenly spaced
         ones form the fixed batch of the learning diagnostics; default: the training windows.
         They must carry the training windows' label columns when the family reads labels.
+
+    Raises
+    ------
+    ConfigError
+        If ``out_dir`` is a file, or another training is writing there (the folder is locked
+        for the whole training, see :func:`workbench.files.run_folder_lock`).
+    CheckpointError
+        If the disk fills up while a checkpoint is written; the last complete one is kept.
     """
-    with deterministic_algorithms(config.deterministic):
+    distributed = current(config.device)
+    with deterministic_algorithms(config.deterministic), _run_folder(Path(out_dir), distributed) as folder:
         return _train(
-            method, train_windows, config, Path(out_dir), standardizer, progress, resume, provenance or {}, monitor
+            method,
+            train_windows,
+            config,
+            folder,
+            distributed,
+            standardizer,
+            progress,
+            resume,
+            provenance or {},
+            monitor,
         )
+
+
+@contextmanager
+def _run_folder(out_dir: Path, distributed: Distributed) -> Iterator[Path]:
+    """The run folder, locked by the main process for the whole training and swept of dead writers' temporaries."""
+    if not distributed.is_main:
+        yield out_dir
+        return
+    with run_folder_lock(out_dir, "training") as folder:
+        sweep_temporaries(folder)
+        yield folder
+
+
+@contextmanager
+def _full_disk_as_checkpoint_error(folder: Path) -> Iterator[None]:
+    """Turn a write that failed on a full disk into a CheckpointError naming ``folder``.
+
+    ``torch.save`` reports a failed write to a Python file as a RuntimeError whose context is
+    the ``OSError`` that caused it.
+    """
+    try:
+        yield
+    except (OSError, RuntimeError) as exc:
+        cause = exc if isinstance(exc, OSError) else exc.__context__
+        if isinstance(cause, OSError) and cause.errno in _DISK_FULL:
+            raise CheckpointError(
+                f"the disk holding {folder} is full ({cause.strerror}) while writing the checkpoint; every file "
+                "there is whole (the last complete checkpoint is kept): free space and run the same command again "
+                "to resume"
+            ) from None
+        raise
 
 
 def _train(
@@ -171,6 +224,7 @@ def _train(
     windows: WindowSet,
     config: TrainConfig,
     out_dir: Path,
+    distributed: Distributed,
     standardizer: Standardizer | None,
     progress: bool,
     resume: bool,
@@ -180,7 +234,6 @@ def _train(
     from tqdm.auto import tqdm
 
     # 1. set up
-    distributed = current(config.device)
     device = rank_device(resolve_device(config.device), distributed)
     torch.manual_seed(config.seed)
     standardizer = standardizer or Standardizer(config.normalization).fit(windows)
@@ -228,9 +281,10 @@ def _train(
             "subjects": list(windows.subjects),
             "history": run.history,
         }
-        with atomic_path(checkpoint) as tmp:
-            torch.save(state, tmp)
-        write_json(out_dir / HISTORY_NAME, run.history, indent=1)
+        with _full_disk_as_checkpoint_error(out_dir):
+            with atomic_path(checkpoint) as tmp, open(tmp, "wb") as stream:
+                torch.save(state, stream)
+            write_json(out_dir / HISTORY_NAME, run.history, indent=1)
         distributed.barrier()
 
     # 2. restore (rank 0 reads the checkpoint and hands it to the other processes)

@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 
 from workbench.errors import DataError
 from workbench.evaluation.collapse import collapse_summary, cosine_to_mean, singular_spectrum
+from workbench.viz.outputs import literal
 
 
 def plot_collapse(embeddings: Mapping[str, np.ndarray]) -> Figure:
@@ -33,7 +34,8 @@ def plot_collapse(embeddings: Mapping[str, np.ndarray]) -> Figure:
     fig = Figure(figsize=(13, 3.8), layout="constrained")
     spectrum_ax, spread_ax, cosine_ax = fig.subplots(1, 3)
     bins = np.linspace(-1.0, 1.0, 81)
-    for name, emb in embeddings.items():
+    for key, emb in embeddings.items():
+        name = literal(key)
         x = np.asarray(emb, dtype=np.float64)
         spectrum = singular_spectrum(x)
         rank = np.arange(1, spectrum.size + 1)

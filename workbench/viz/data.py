@@ -4,7 +4,8 @@ Every function takes :class:`~workbench.data.recording.Recording` objects or arr
 arrays, a :class:`pandas.DataFrame` or a matplotlib :class:`~matplotlib.figure.Figure` built
 without pyplot (no global figure state: display it with IPython's ``display`` or save it).
 ROI series are ``(T, R)`` time-first; NIfTI runs are ``(X, Y, Z, T)`` with ``meta["affine"]``
-(identity when absent).
+(identity when absent). Names from the data (subjects, sessions, ROIs, groups) are drawn
+verbatim: a ``$`` in them is a dollar sign, never mathtext (:func:`workbench.viz.outputs.literal`).
 
 Functional connectivity follows Finn et al. 2015, "Functional connectome fingerprinting",
 Nat. Neurosci. 18:1664 (Pearson correlation of ROI series, Fisher-z averaging); the carpet
@@ -24,6 +25,7 @@ from matplotlib.figure import Figure
 from workbench.connectivity import fc_matrix
 from workbench.data.recording import Recording
 from workbench.errors import DataError
+from workbench.viz.outputs import literal
 
 DEFAULT_N_ROIS = 8  # series drawn by plot_timeseries when no ROIs are named
 STACK_SPACING = 4.0  # vertical distance of stacked z-scored series (in standard deviations)
@@ -40,6 +42,11 @@ _RELATIVE_SCALE_FLOOR = 1e-3
 
 def _label(recording: Recording) -> str:
     return f"{recording.subject}/{recording.session}"
+
+
+def _title(recording: Recording) -> str:
+    """:func:`_label` as a figure draws it (names from the data are drawn verbatim)."""
+    return literal(_label(recording))
 
 
 def _roi_series(recording: Recording, what: str) -> np.ndarray:
@@ -105,14 +112,14 @@ def plot_timeseries(
     bad = [r for r in rois if not 0 <= r < n_rois]
     if bad:
         raise DataError(f"plot_timeseries: ROI indices {bad} are outside 0..{n_rois - 1}")
-    names = recording.meta.get("roi_names") or [f"ROI {r}" for r in range(n_rois)]
+    names = [literal(n) for n in recording.meta.get("roi_names") or [f"ROI {r}" for r in range(n_rois)]]
     ax = _new_axes(ax, (10.0, 3.5))
     times, xlabel = _time_axis(recording, data.shape[0])
     shown = zscore(data[:, rois]) - STACK_SPACING * np.arange(len(rois)) if stacked else data[:, rois]
     for column, r in enumerate(rois):
         ax.plot(times, shown[:, column], linewidth=0.8, label=names[r])
     ax.set_xlabel(xlabel)
-    ax.set_title(f"{_label(recording)}: {len(rois)} of {n_rois} ROIs")
+    ax.set_title(f"{_title(recording)}: {len(rois)} of {n_rois} ROIs")
     if stacked:
         ax.set_yticks(-STACK_SPACING * np.arange(len(rois)), [names[r] for r in rois], fontsize="small")
         ax.set_ylabel("z-scored signal, one row per ROI")
@@ -167,7 +174,7 @@ def plot_carpet(recording: Recording, ax: Axes | None = None) -> Figure:
     ax.figure.colorbar(image, ax=ax, label="z", fraction=0.04)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("ROI")
-    ax.set_title(f"{_label(recording)}: carpet ({data.shape[1]} ROIs × {data.shape[0]} frames)")
+    ax.set_title(f"{_title(recording)}: carpet ({data.shape[1]} ROIs × {data.shape[0]} frames)")
     return ax.figure
 
 
@@ -281,7 +288,7 @@ def plot_qc(qc: pd.DataFrame) -> Figure:
         s=30,
         label=f"flagged ({len(flagged)})",
     )
-    ax.set_yticks(range(len(order)), order, fontsize="small")
+    ax.set_yticks(range(len(order)), [literal(run) for run in order], fontsize="small")
     ax.set_xlabel("ROI")
     ax.set_ylabel("subject/session")
     ax.legend(loc="upper left", bbox_to_anchor=(1.1, 1.0), fontsize="small")
@@ -373,7 +380,7 @@ def plot_power_spectra(freqs: np.ndarray, psd: np.ndarray, labels: Sequence[str]
     ax = fig.add_subplot()
     for group in dict.fromkeys(labels):
         members = psd[np.asarray(labels) == group][:, shown]
-        (line,) = ax.plot(freqs[shown], members.mean(axis=0), label=f"{group} (n={len(members)})")
+        (line,) = ax.plot(freqs[shown], members.mean(axis=0), label=f"{literal(group)} (n={len(members)})")
         ax.fill_between(freqs[shown], members.min(axis=0), members.max(axis=0), color=line.get_color(), alpha=0.2)
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -393,6 +400,8 @@ def plot_fc(
 ) -> Figure:
     """Draw an FC matrix with ``nilearn.plotting.plot_matrix`` (colour range -1 to 1, no reordering).
 
+    ``labels`` and ``title`` are drawn verbatim (no mathtext).
+
     Returns
     -------
     Figure
@@ -406,8 +415,8 @@ def plot_fc(
     ax = _new_axes(ax, (6.0, 5.0))
     plot_matrix(
         matrix,
-        labels=list(labels) if labels is not None else None,
-        title=title,
+        labels=[literal(label) for label in labels] if labels is not None else None,
+        title=None if title is None else literal(title),
         axes=ax,
         vmin=-1.0,
         vmax=1.0,
@@ -453,7 +462,7 @@ def plot_mean_epi(recording: Recording) -> Figure:
     from nilearn.plotting import plot_epi
 
     fig = Figure(figsize=(9.0, 3.2))
-    plot_epi(mean_img(_nifti_image(recording)), figure=fig, title=f"{_label(recording)}: mean EPI")
+    plot_epi(mean_img(_nifti_image(recording)), figure=fig, title=f"{_title(recording)}: mean EPI")
     return fig
 
 
@@ -480,5 +489,5 @@ def plot_nifti_carpet(recording: Recording, mask_img=None, ax: Axes | None = Non
         mask_img = nib.Nifti1Image(varying.astype(np.uint8), img.affine)
     tr = recording.tr if np.isfinite(recording.tr) and recording.tr > 0 else None
     fig = Figure(figsize=(10.0, 4.0), layout="constrained") if ax is None else ax.figure
-    nilearn_carpet(img, mask_img=mask_img, t_r=tr, figure=fig, axes=ax, title=f"{_label(recording)}: carpet")
+    nilearn_carpet(img, mask_img=mask_img, t_r=tr, figure=fig, axes=ax, title=f"{_title(recording)}: carpet")
     return fig

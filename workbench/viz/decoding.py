@@ -23,6 +23,7 @@ from sklearn.metrics import confusion_matrix
 from workbench.errors import ConfigError, DataError
 from workbench.evaluation.decoding import pretraining_note
 from workbench.evaluation.label_efficiency import FEATURE_BASELINES, HEADLINE_METRIC, matching_sizes
+from workbench.viz.outputs import literal, markdown_text
 
 
 def decoding_frame(tasks: Mapping[str, dict[str, Any]]) -> pd.DataFrame:
@@ -56,10 +57,10 @@ def headline_table(tasks: Mapping[str, dict[str, Any]]) -> pd.DataFrame:
 
 
 def markdown_table(table: pd.DataFrame) -> str:
-    """A table of strings as Markdown: its index name and columns as the header."""
-    header = [table.index.name or "", *map(str, table.columns)]
-    lines = ["| " + " | ".join(header) + " |", "|---|" + "---|" * len(table.columns)]
-    lines += [f"| {m} | " + " | ".join(map(str, row)) + " |" for m, row in table.iterrows()]
+    """A table of strings as Markdown: its index name and columns as the header; every cell shown verbatim."""
+    header = [table.index.name or "", *table.columns]
+    lines = ["| " + " | ".join(map(markdown_text, header)) + " |", "|---|" + "---|" * len(table.columns)]
+    lines += [f"| {markdown_text(m)} | " + " | ".join(map(markdown_text, row)) + " |" for m, row in table.iterrows()]
     return "\n".join(lines)
 
 
@@ -82,7 +83,7 @@ def plot_confusion(
     missing = [m for m in methods if m not in predictions["methods"]]
     if missing:
         raise ConfigError(f"no predictions for {missing}; available: {list(predictions['methods'])}")
-    names = list(meta["categories"])
+    names = [literal(c) for c in meta["categories"]]
     codes = sorted(np.unique(predictions["true"]).astype(int).tolist())
     fig = Figure(figsize=(4.2 * len(methods), 4.0), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(methods)))
@@ -94,7 +95,7 @@ def plot_confusion(
         ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
         ax.set_yticks(range(len(names)), names, fontsize=8)
         score = results["methods"][method]["balanced_accuracy"]["mean"]
-        ax.set_title(f"{method}\nbalanced accuracy {score:.2f}", fontsize=9)
+        ax.set_title(f"{literal(method)}\nbalanced accuracy {score:.2f}", fontsize=9)
         ax.set_xlabel("predicted")
     axes[0].set_ylabel("true")
     fig.colorbar(image, ax=axes, shrink=0.8, label="fraction of the true category" if normalize else "windows")
@@ -116,9 +117,9 @@ def plot_predicted_vs_true(results: dict[str, Any], predictions: dict[str, Any],
         ax.plot([low, high], [low, high], color="0.3", lw=1, ls="--")
         rho = spearmanr(true, predicted).statistic
         r2 = results["methods"][method]["r2"]["mean"]
-        ax.set_title(f"{method}\nR² {r2:.2f}, ρ {rho:.2f} (pooled)", fontsize=9)
-        ax.set_xlabel(f"true {meta['label']}")
-    axes[0].set_ylabel(f"predicted {meta['label']}")
+        ax.set_title(f"{literal(method)}\nR² {r2:.2f}, ρ {rho:.2f} (pooled)", fontsize=9)
+        ax.set_xlabel(f"true {literal(meta['label'])}")
+    axes[0].set_ylabel(f"predicted {literal(meta['label'])}")
     return fig
 
 
@@ -183,7 +184,7 @@ def plot_label_efficiency(results: dict[str, Any], methods: Sequence[str] | None
         mean = np.array([curves[name][sizes[i]][metric]["mean"] for i in shown])
         ci = np.array([curves[name][sizes[i]][metric]["ci"] for i in shown])
         style = _style(name)
-        ax.plot(x[shown], mean, label=name, ms=4, **style)
+        ax.plot(x[shown], mean, label=literal(name), ms=4, **style)
         ax.fill_between(x[shown], mean - ci, mean + ci, color=style["color"], alpha=0.08)
     headline = matching_sizes(results)
     ax.axhline(headline["target"], color="k", ls=":", lw=1)
@@ -195,7 +196,8 @@ def plot_label_efficiency(results: dict[str, Any], methods: Sequence[str] | None
     grouping = "subjects" if meta["grouping"] == "subject" else "runs"
     ax.set_xlabel(f"labelled training {grouping} (log scale)")
     ax.set_ylabel("balanced accuracy" if metric == "balanced_accuracy" else "R²")
-    ax.set_title(f"{meta.get('dataset', '')} {meta['label']}: label efficiency{pretraining_note(meta)}", fontsize=9)
+    title = f"{meta.get('dataset', '')} {meta['label']}: label efficiency{pretraining_note(meta)}"
+    ax.set_title(literal(title), fontsize=9)
     ax.legend(fontsize=7, ncol=2, loc="lower right")
     return fig
 

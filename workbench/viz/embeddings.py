@@ -10,6 +10,7 @@ needs a headless Chrome.
 
 from __future__ import annotations
 
+import html
 import os
 import warnings
 from pathlib import Path
@@ -27,7 +28,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from workbench.errors import ConfigError, DataError
 from workbench.files import atomic_path
-from workbench.viz.outputs import png_output
+from workbench.viz.outputs import literal, plotly_text, png_output
 
 MAX_CATEGORIES = 24  # integer labels with at most this many values are drawn as categories
 NEIGHBOUR_METRICS = ("euclidean", "cosine")
@@ -125,7 +126,8 @@ def _hover(hover: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, Any]:
     if not hover:
         return {}
     custom = np.stack([np.asarray(v, dtype=object)[rows] for v in hover.values()], axis=1)
-    lines = [f"{name}: %{{customdata[{i}]}}" for i, name in enumerate(hover)]
+    custom = np.vectorize(lambda x: plotly_text(x) if isinstance(x, str) else x, otypes=[object])(custom)
+    lines = [f"{plotly_text(name)}: %{{customdata[{i}]}}" for i, name in enumerate(hover)]
     return {"customdata": custom, "hovertemplate": "<br>".join(lines) + "<extra></extra>"}
 
 
@@ -139,7 +141,7 @@ def _colouring_traces(name, values, coords, hover, visible) -> list[go.Scatter]:
                     x=coords[rows, 0],
                     y=coords[rows, 1],
                     mode="markers",
-                    name=str(category),
+                    name=plotly_text(category),
                     marker={"size": 5, "color": _PALETTE[index % len(_PALETTE)]},
                     meta=name,
                     visible=visible,
@@ -153,13 +155,13 @@ def _colouring_traces(name, values, coords, hover, visible) -> list[go.Scatter]:
             x=coords[:, 0],
             y=coords[:, 1],
             mode="markers",
-            name=name,
+            name=plotly_text(name),
             showlegend=False,
             marker={
                 "size": 5,
                 "color": values.astype(np.float64),
                 "colorscale": "Viridis",
-                "colorbar": {"title": {"text": name}},
+                "colorbar": {"title": {"text": plotly_text(name)}},
             },
             meta=name,
             visible=visible,
@@ -216,15 +218,15 @@ def umap_figure(
     owner = np.repeat(np.arange(len(groups)), groups)
     buttons = [
         {
-            "label": name,
+            "label": plotly_text(name),
             "method": "update",
-            "args": [{"visible": (owner == i).tolist()}, {"title.text": f"{title} — {name}".strip(" —")}],
+            "args": [{"visible": (owner == i).tolist()}, {"title.text": plotly_text(f"{title} — {name}".strip(" —"))}],
         }
         for i, name in enumerate(colour_by)
     ]
     first = next(iter(colour_by))
     fig.update_layout(
-        title={"text": f"{title} — {first}".strip(" —")},
+        title={"text": plotly_text(f"{title} — {first}".strip(" —"))},
         updatemenus=[
             {
                 "type": "buttons",
@@ -281,7 +283,7 @@ def save_png(coords: np.ndarray, labels: np.ndarray, path: str | os.PathLike, ti
         for index, category in enumerate(pd.unique(labels)):
             rows = labels == category
             ax.scatter(
-                coords[rows, 0], coords[rows, 1], s=6, label=str(category), color=_PALETTE[index % len(_PALETTE)]
+                coords[rows, 0], coords[rows, 1], s=6, label=literal(category), color=_PALETTE[index % len(_PALETTE)]
             )
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", markerscale=2)
     else:
@@ -289,7 +291,7 @@ def save_png(coords: np.ndarray, labels: np.ndarray, path: str | os.PathLike, ti
         fig.colorbar(points, ax=ax)
     ax.set_xlabel("UMAP 1")
     ax.set_ylabel("UMAP 2")
-    ax.set_title(title)
+    ax.set_title(literal(title))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     return Path(path)
@@ -335,10 +337,11 @@ def nearest_neighbours(
 
 
 def _html_output(table: pd.DataFrame, caption: str) -> dict[str, Any]:
+    """A ``display_data`` record of ``caption`` above ``table``; both escaped, so no name from the data is markup."""
     return {
         "output_type": "display_data",
         "data": {
-            "text/html": f"<p>{caption}</p>" + table.to_html(index=False, float_format="%.4g"),
+            "text/html": f"<p>{html.escape(caption)}</p>" + table.to_html(index=False, float_format="%.4g"),
             "text/plain": f"{caption}\n{table.to_string(index=False)}",
         },
         "metadata": {},
@@ -445,7 +448,7 @@ class LatentInspector:
             image = ax.imshow(
                 self.windows[row].T, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest"
             )
-            ax.set_title(f"{role}: window {row}, subject {self.subjects[row]}")
+            ax.set_title(literal(f"{role}: window {row}, subject {self.subjects[row]}"))
             ax.set_xlabel("frame")
         axes[0].set_ylabel("ROI")
         fig.colorbar(image, ax=list(axes), fraction=0.04)

@@ -24,6 +24,7 @@ from scipy.stats import norm
 from sklearn.metrics import auc, det_curve, roc_curve
 
 from workbench.errors import ConfigError, DataError
+from workbench.viz.outputs import literal, markdown_text
 
 COLUMNS = ("protocol", "window", "n_way", "method", "k", "metric", "mean", "ci")
 CHANCE = "chance"
@@ -106,7 +107,7 @@ def _curves(ax, table: pd.DataFrame, x: str, colours: dict[str, str]) -> None:
         if method == CHANCE:
             ax.plot(xs, mean, linestyle="--", color="grey", label=CHANCE)
             continue
-        ax.plot(xs, mean, marker="o", markersize=3, color=colours[method], label=method)
+        ax.plot(xs, mean, marker="o", markersize=3, color=colours[method], label=literal(method))
         ax.fill_between(xs, mean - ci, mean + ci, color=colours[method], alpha=0.2)
 
 
@@ -148,7 +149,7 @@ def plot_k_curves(frame: pd.DataFrame, metric: str = "accuracy", protocol: str |
         ax.set_title(f"W = {window}" + (f", {n_way}-way" if pd.notna(n_way) else ""))
     axes[0].set_ylabel(f"{metric} (mean ± 95% CI)")
     axes[-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small")
-    fig.suptitle(f"{protocol}: {metric} against K")
+    fig.suptitle(literal(f"{protocol}: {metric} against K"))
     return fig
 
 
@@ -174,7 +175,7 @@ def plot_window_curves(
     ax.set_xticks(windows, [str(w) for w in windows])
     ax.set_xlabel("window length W (frames)")
     ax.set_ylabel(f"{metric} (mean ± 95% CI)")
-    ax.set_title(f"{protocol}: {metric} against W at K = {k}")
+    ax.set_title(literal(f"{protocol}: {metric} against W at K = {k}"))
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small")
     return fig
 
@@ -211,10 +212,10 @@ def plot_roc_det(scores: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> Figure:
         labels = np.concatenate([np.ones(genuine.size), np.zeros(impostor.size)])
         values = np.concatenate([genuine, impostor])
         fpr, tpr, _ = roc_curve(labels, values)
-        ax_roc.plot(fpr, tpr, label=f"{method} (AUC {auc(fpr, tpr):.3f})")
+        ax_roc.plot(fpr, tpr, label=f"{literal(method)} (AUC {auc(fpr, tpr):.3f})")
         fpr_det, fnr_det, _ = det_curve(labels, values)
         single = fpr_det.size == 1  # perfectly separated scores: one point, shown as a dot
-        ax_det.plot(_deviate(fpr_det), _deviate(fnr_det), marker="o" if single else None, label=method)
+        ax_det.plot(_deviate(fpr_det), _deviate(fnr_det), marker="o" if single else None, label=literal(method))
     ax_roc.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
     ax_roc.set_xlabel("false accept rate")
     ax_roc.set_ylabel("true accept rate")
@@ -240,7 +241,8 @@ def table_markdown(
 ) -> str:
     """Markdown table: rows = methods, columns = window × K, cells ``"0.73 ± 0.02"``.
 
-    Cells of a window × K that was not evaluated for a method read ``"–"``.
+    Cells of a window × K that was not evaluated for a method read ``"–"``; names are shown
+    verbatim (:func:`~workbench.viz.outputs.markdown_text`).
     """
     table, protocol = _select(frame, metric, protocol)
     table = table[table["k"].isin([int(k) for k in ks])]
@@ -251,11 +253,12 @@ def table_markdown(
     ]
     cells = {(r.method, r.window, r.k): f"{r.mean:.2f} ± {r.ci:.2f}" for r in table.itertuples()}
     lines = [
-        f"{protocol}, {metric} (mean ± 95% CI)",
+        markdown_text(f"{protocol}, {metric} (mean ± 95% CI)"),
         "",
         "| method | " + " | ".join(f"W = {w}, K = {k}" for w, k in columns) + " |",
         "|---|" + "---|" * len(columns),
     ]
     for method in dict.fromkeys(table["method"]):
-        lines.append(f"| {method} | " + " | ".join(cells.get((method, w, k), "–") for w, k in columns) + " |")
+        row = " | ".join(cells.get((method, w, k), "–") for w, k in columns)
+        lines.append(f"| {markdown_text(method)} | {row} |")
     return "\n".join(lines)

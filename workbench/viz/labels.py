@@ -31,6 +31,7 @@ from scipy.stats import gamma
 
 from workbench.data.recording import Recording
 from workbench.errors import DataError
+from workbench.viz.outputs import literal
 
 # MIST 122 regions (names as in the heatpain entry) that respond to painful heat.
 PAIN_REGIONS: dict[str, tuple[str, ...]] = {
@@ -174,7 +175,7 @@ def plot_event_locked(
         first = averages[0]
         for i, (value, average) in enumerate(zip(events, averages)):
             colour = colours[i % len(colours)]
-            label = f"{value} onset (peak {average.peak_lag:.0f} s; {average.n_events} events)"
+            label = f"{literal(value)} onset (peak {average.peak_lag:.0f} s; {average.n_events} events)"
             ax.plot(average.lags, average.mean, color=colour, linewidth=1.8, label=label)
             ax.fill_between(average.lags, average.low, average.high, color=colour, alpha=0.2, linewidth=0)
         model = canonical_response(first.block_s, first.lags) * float(np.max(first.mean))
@@ -184,11 +185,11 @@ def plot_event_locked(
             color=colours[0],
             linestyle="--",
             linewidth=1.0,
-            label=f"canonical HRF x {first.block_s:.0f} s {events[0]} block",
+            label=f"canonical HRF x {first.block_s:.0f} s {literal(events[0])} block",
         )
         ax.axvspan(0.0, first.block_s, color="0.85", zorder=0)
         ax.axhline(0.0, color="0.5", linewidth=0.6)
-        ax.set_title(f"{group}: {', '.join(names)}", fontsize="small")
+        ax.set_title(literal(f"{group}: {', '.join(names)}"), fontsize="small")
         ax.set_xlabel(f"seconds from the event's first frame ({first.n_subjects} subjects)")
         ax.legend(fontsize="x-small", loc="upper left")
     axes[0].set_ylabel("mean z-scored signal")
@@ -229,8 +230,8 @@ def plot_design_carpet(
     fig = Figure(figsize=(11.0, 6.0), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(1, 3))
     top.imshow(design, aspect="auto", cmap="Greys", interpolation="nearest", vmin=0, vmax=1)
-    top.set_yticks(range(len(categories)), categories, fontsize="small")
-    top.set_title(f"design: {column} per volume ({baseline} blank)")
+    top.set_yticks(range(len(categories)), [literal(c) for c in categories], fontsize="small")
+    top.set_title(literal(f"design: {column} per volume ({baseline} blank)"))
     bottom.imshow(carpet, aspect="auto", cmap="gray", interpolation="nearest", vmin=-_CARPET_CLIP, vmax=_CARPET_CLIP)
     bottom.set_ylabel(f"{carpet.shape[0]} features (z within run)")
     bottom.set_xlabel(f"volume ({len(recordings)} runs concatenated)")

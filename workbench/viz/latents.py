@@ -30,7 +30,7 @@ from matplotlib.figure import Figure
 
 from workbench.errors import ConfigError, DataError
 from workbench.models.recvae.readout import RunReadout
-from workbench.viz.outputs import png_output
+from workbench.viz.outputs import literal, plotly_text, png_output
 
 AXES = ("x", "y", "z")
 PROJECTIONS = ("first3", "pca")
@@ -160,7 +160,7 @@ def render_run(
     error = float(np.mean((readout.reconstruction[t] - readout.original[t]) ** 2))
     slices[0].set_ylabel(f"frame {t}, {axis} = {index}\nframe MSE {error:.3g}", fontsize=9)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(literal(title))
     return fig
 
 
@@ -239,13 +239,15 @@ def trajectory_3d(
                     z=xyz[keep, 2],
                     mode="markers",
                     marker={"size": 3, "color": _PALETTE[i % len(_PALETTE)]},
-                    name=name,
+                    name=plotly_text(name),
                     text=[f"t = {v:.1f}" for v in time[keep]],
                 )
             )
     axis = ("h[0]", "h[1]", "h[2]") if projection == "first3" else ("PC 1", "PC 2", "PC 3")
     fig.update_layout(
-        title=title, scene={"xaxis_title": axis[0], "yaxis_title": axis[1], "zaxis_title": axis[2]}, height=520
+        title=plotly_text(title),
+        scene={"xaxis_title": axis[0], "yaxis_title": axis[1], "zaxis_title": axis[2]},
+        height=520,
     )
     return fig
 

@@ -1,5 +1,11 @@
 """Where figures go: Jupyter output records for widgets, and the key figures a report shows.
 
+* :func:`literal` — a name from the data (subject, ROI, category) as matplotlib draws it,
+  verbatim: a ``$`` in it never starts mathtext;
+* :func:`markdown_text` — the same for Markdown: no HTML, formatting, math or table cell
+  boundary can come from a name;
+* :func:`plotly_text` — the same for plotly's titles, legends and hover labels, which read
+  a subset of HTML;
 * :func:`png_output` — a ``display_data`` record that widgets assign to an ``Output``
   widget's ``outputs``;
 * :func:`key_figure` — a PNG under ``out_dir/figures/`` with its caption in ``captions.json``,
@@ -9,8 +15,10 @@
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +29,27 @@ from workbench.files import atomic_path, write_json
 
 FIGURES = "figures"
 CAPTIONS = "captions.json"
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|#~$])")
+
+
+def literal(text: object) -> str:
+    """``text`` as matplotlib draws it verbatim: every ``$`` escaped, so mathtext never parses it."""
+    return str(text).replace("$", r"\$")
+
+
+def markdown_text(text: object) -> str:
+    """``text`` as Markdown shows it verbatim, e.g. in a table cell.
+
+    HTML is escaped, line breaks become spaces, and the characters that format, start math
+    or end a cell (``\\ ` * _ [ ] | # ~ $``) are backslash-escaped.
+    """
+    one_line = " ".join(str(text).splitlines())
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(one_line, quote=False))
+
+
+def plotly_text(text: object) -> str:
+    """``text`` as plotly shows it verbatim: ``&``, ``<`` and ``>`` as the entities plotly.js decodes."""
+    return html.escape(str(text), quote=False)
 
 
 def png_output(fig: Figure, dpi: int = 80) -> dict[str, Any]:
@@ -63,4 +92,4 @@ def key_figure(out_dir: str | Path, name: str, caption: str, fig: Any = None, dp
     return path
 
 
-__all__ = ["CAPTIONS", "FIGURES", "key_figure", "png_output"]
+__all__ = ["CAPTIONS", "FIGURES", "key_figure", "literal", "markdown_text", "plotly_text", "png_output"]

@@ -20,6 +20,7 @@ from scipy.signal import lfilter
 
 from workbench.errors import DataError
 from workbench.train import HISTORY_NAME
+from workbench.viz.outputs import literal
 
 STEP_KEYS = ("step", "epoch", "lr", "loss")
 
@@ -111,7 +112,7 @@ def plot_history(
         ax.plot(steps, smooth(loss, smoothing), color=raw.get_color(), label=f"EMA {smoothing}")
         epochs = history.get("epoch", [])
         ax.plot(_column(epochs, "step"), _column(epochs, "loss"), "o", color="black", markersize=3, label="epoch mean")
-        ax.set_title(name)
+        ax.set_title(literal(name))
         ax.legend(fontsize="x-small")
         axes[1, column].plot(steps, _column(history["step"], "lr"), color="tab:green")
         for row, key in enumerate(scalars, start=2):
@@ -155,7 +156,7 @@ def plot_learning(histories: dict[str, dict], extras: Sequence[str] = ("content_
         ax = axes[0, column]
         ax.plot(steps, _column(records, "loss"), "o-", markersize=3, label="loss (monitor batch)")
         ax.plot(steps, _column(records, "floor"), "--", color="black", label="trivial floor")
-        ax.set_title(f"{name} ({history.get('monitor_on', 'monitor batch')})", fontsize="small")
+        ax.set_title(literal(f"{name} ({history.get('monitor_on', 'monitor batch')})"), fontsize="small")
         ax.legend(fontsize="x-small")
         axes[1, column].plot(steps, _column(records, "rankme"), "o-", markersize=3, color="tab:purple")
         own = [key for key in logged if any(key in r for r in records)]
