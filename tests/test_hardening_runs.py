@@ -361,6 +361,18 @@ def test_train_out_that_is_a_file_fails_before_any_data_are_read(tmp_path, capsy
     assert str(out) in capsys.readouterr().err and blocker.read_text() == "keep"
 
 
+@pytest.mark.parametrize("task", ["identification", "decoding"])
+def test_evaluate_out_that_is_a_file_fails_before_the_run_is_read(tmp_path, capsys, monkeypatch, task):
+    import workbench.train as train_module
+
+    monkeypatch.setattr(train_module, "load_method", lambda *a, **k: pytest.fail("the run was read"))
+    blocker = tmp_path / "results.txt"
+    blocker.write_text("keep")
+    args = ["evaluate", str(tmp_path / "run"), "--task", task, "--dataset", "toy", "--out", str(blocker)]
+    assert main([*args, "--label", "y"] if task == "decoding" else args) == EXIT_INPUT_ERROR
+    assert str(blocker) in capsys.readouterr().err and blocker.read_text() == "keep"
+
+
 # --------------------------------------------------------------------------- 6. checkpoints
 
 

@@ -76,6 +76,7 @@ def decode_run(
     from workbench.data.catalog import load_recordings
     from workbench.evaluation import save_metrics
     from workbench.evaluation.decoding import decode
+    from workbench.files import check_output_folder
     from workbench.runs import (
         TrainedFactory,
         embed_function,
@@ -86,6 +87,7 @@ def decode_run(
     )
     from workbench.train import load_method
 
+    check_output_folder(out, "output folder (--out)")  # a file there fails before the run is read
     run = Path(run)
     run_dir = run if run.is_dir() else run.parent
     model, standardizer, state = load_method(run, device=device)
