@@ -12,7 +12,7 @@ Usage::
 
     python bench/label_efficiency.py --tasks heatpain/period --steps 1000 --finetune
     python bench/label_efficiency.py --tasks haxby-slice/category --steps 1000 --finetune
-    python bench/label_efficiency.py --transfer --steps 1000          # heatpain run 03 -> run 07
+    python bench/label_efficiency.py --tasks --transfer --steps 1000  # only heatpain run 03 -> run 07
     python bench/label_efficiency.py --tasks heatpain/period --steps 20 --draws 1 --sizes 1   # smoke
 """
 
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", nargs="+", default=["heatpain/period"], help="dataset/label (haxby-slice/category)")
+    parser.add_argument("--tasks", nargs="*", default=["heatpain/period"], help="dataset/label; none with --transfer")
     parser.add_argument("--transfer", action="store_true", help="also the transfer task (heatpain run 03 -> run 07)")
     parser.add_argument("--families", nargs="+", default=[f"{m}:{p}" for m, p in FAMILIES.items()])
     parser.add_argument("--steps", type=int, default=1000, help="exact optimiser steps of each per-fold pre-training")
