@@ -74,7 +74,7 @@ def _availability(catalog: Catalog, entry: Entry) -> str:
         root = registry_dir(source.package, source.version)
         verified = all(member_status(root / m, digest) == "verified" for m, digest in source.sha256.items())
         return "cached" if verified else "not fetched"
-    return {"local": "local files", "nilearn": "online", "synthetic": "generated"}[source.kind]
+    return {"local": "local files", "bids": "local files", "nilearn": "online", "synthetic": "generated"}[source.kind]
 
 
 def _print_list(catalog: Catalog) -> None:

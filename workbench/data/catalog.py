@@ -17,6 +17,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from workbench.config import excerpt
+from workbench.data.bids import find_bold_runs, read_bold_run
 from workbench.data.cache import RunCollector
 from workbench.data.catalog_schema import (
     DEFAULT_CATALOG,
@@ -74,6 +75,20 @@ def local_files(catalog: Catalog, entry: Entry) -> list[Path]:
     return files
 
 
+def bids_runs(catalog: Catalog, entry: Entry) -> list[tuple[Path, dict[str, str]]]:
+    """(BOLD file, ids) of a ``bids`` entry's runs; ids carry subject, task and, when named, session and run."""
+    source = entry.source
+    return find_bold_runs(
+        catalog.resolve(source.root, entry.name),
+        task=source.task,
+        space=source.space,
+        desc=source.desc,
+        res=source.res,
+        subjects=source.subjects,
+        follow_links=source.follow_links,
+    )
+
+
 def _nilearn_items(entry: Entry) -> list[Any]:
     return fetch_nilearn(entry.source.fetcher, dict(entry.source.kwargs), cache_root() / "nilearn")
 
@@ -111,6 +126,8 @@ def fetch(name: str, catalog: Catalog | None = None, progress: bool = True) -> l
         return list(_registry_paths(entry, progress).values())
     if kind == "local":
         return local_files(catalog, entry)
+    if kind == "bids":
+        return [path for path, _ in bids_runs(catalog, entry)]
     if kind == "nilearn":
         return [Path(item) for item in _nilearn_items(entry) if isinstance(item, (str, Path))]
     if kind == "union":
@@ -127,6 +144,8 @@ def _labelled_files(catalog: Catalog, entry: Entry, progress: bool) -> list[tupl
         return [(paths[m], parse_ids(m, source.pattern, source.subject)) for m in source.data_members()]
     if source.kind == "local":
         return [(p, parse_ids(p, source.pattern, source.subject)) for p in local_files(catalog, entry)]
+    if source.kind == "bids":
+        return bids_runs(catalog, entry)
     items = _nilearn_items(entry)
     return [
         (item, parse_ids(item, source.pattern) if isinstance(item, (str, Path)) else {"subject": f"{i:04d}"})
@@ -146,7 +165,7 @@ def _read_path(catalog: Catalog, entry: Entry, relative: str | None) -> Path | N
 
 def _label_finder(catalog: Catalog, entry: Entry, ids: dict[str, str]) -> Callable[[str], list[Path]]:
     """Template -> files, with the run's ids filled in (registry members, or paths below the catalog)."""
-    values = {"subject": ids["subject"], "session": ids.get("session", ""), "run": ids.get("run", "")}
+    values = {name: ids.get(name, "") for name in ("subject", "session", "run", "task")}
     source = entry.source
 
     def find(template: str) -> list[Path]:
@@ -179,7 +198,38 @@ def read_entry_file(catalog: Catalog, entry: Entry, item: Any, ids: dict[str, st
         if names:
             meta["roi_names"] = names
         return [Recording(ids["subject"], "1", series, entry.tr or float("nan"), meta)]
-    recording = read_recording(
+    if entry.source.kind == "bids":
+        recording = read_bold_run(
+            Path(item),
+            ids,
+            modality=entry.modality,
+            strategy=entry.source.confounds,
+            tr=entry.tr,
+            labels_img=_read_path(catalog, entry, options.labels_img),
+            mask_img=_read_path(catalog, entry, options.mask_img),
+            min_timepoints=options.min_timepoints,
+            constant=constant,
+            roi_names=entry.roi_names,
+            meta=meta,
+        )
+    else:
+        recording = _read_file(catalog, entry, item, ids, constant, meta)
+    if entry.labels:
+        where = f"entry {entry.name!r}, {item}"
+        n_frames = recording.meta.get("frames_in_file", recording.n_timepoints)
+        finder = _label_finder(catalog, entry, ids)
+        labels = build_frame_labels(entry.labels, n_frames, recording.tr, finder, where)
+        if "kept_frames" in recording.meta:  # frames dropped by a confound strategy: their labels go too
+            labels = labels.iloc[recording.meta["kept_frames"]].reset_index(drop=True)
+        recording = dataclasses.replace(recording, frame_labels=labels)
+    return split_by_label(recording, options.split_by) if options.split_by else [recording]
+
+
+def _read_file(
+    catalog: Catalog, entry: Entry, item: str | Path, ids: dict[str, str], constant: str, meta: dict[str, Any]
+) -> Recording:
+    options = entry.read
+    return read_recording(
         item,
         subject=ids["subject"],
         session=session_label(ids),
@@ -198,13 +248,6 @@ def read_entry_file(catalog: Catalog, entry: Entry, item: Any, ids: dict[str, st
         drop_columns=options.drop_columns,
         confounds=options.confounds,
     )
-    if entry.labels:
-        where = f"entry {entry.name!r}, {item}"
-        labels = build_frame_labels(
-            entry.labels, recording.n_timepoints, recording.tr, _label_finder(catalog, entry, ids), where
-        )
-        recording = dataclasses.replace(recording, frame_labels=labels)
-    return split_by_label(recording, options.split_by) if options.split_by else [recording]
 
 
 def check_unique_runs(entry: Entry, recordings: list[Recording]) -> None:
@@ -356,6 +399,7 @@ __all__ = [
     "DEFAULT_CATALOG",
     "Catalog",
     "Entry",
+    "bids_runs",
     "check_unique_runs",
     "dataset_checksums",
     "entry_of",

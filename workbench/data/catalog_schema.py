@@ -11,6 +11,8 @@ entries. Every entry has ``description``, ``modality`` (``roi_timeseries`` | ``n
                building it), verified by sha256 (see :mod:`workbench.data.sources`); ``members``
                are the runs, ``supporting`` the other files they need (events, masks);
 ``local``      a glob of the user's files, subject/session/run from BIDS names or a regex;
+``bids``       preprocessed BOLD runs of an fMRIPrep derivatives folder, denoised with a nilearn
+               confound strategy (see :mod:`workbench.data.bids`);
 ``nilearn``    a nilearn fetcher (development_fmri, adhd, abide_pcp), online only;
 ``synthetic``  a generator of :mod:`workbench.data.synthetic` with its parameters;
 ``union``      other entries concatenated (same modality and ROI count).
@@ -194,6 +196,27 @@ class LocalSource(_Strict):
     _pattern = field_validator("pattern")(_check_id_pattern)
 
 
+class BidsSource(_Strict):
+    """Preprocessed BOLD runs of an fMRIPrep derivatives folder (:mod:`workbench.data.bids`)."""
+
+    kind: Literal["bids"]
+    root: str  # the derivatives folder, relative to the catalog's folder
+    task: str
+    space: str  # e.g. MNI152NLin2009cAsym
+    desc: str = "preproc"
+    res: str | None = None  # the res- entity, when fMRIPrep wrote several resolutions
+    subjects: list[str] | None = Field(None, min_length=1)  # labels without "sub-"; default: all
+    confounds: Literal["none", "simple", "scrubbing", "compcor"] = "simple"  # nilearn's denoising strategy
+    follow_links: bool = False  # read runs reached through a link leading outside root
+
+    @field_validator("task", "space", "desc", "res")
+    @classmethod
+    def _entity_label(cls, label: str | None) -> str | None:
+        if label is not None and not re.fullmatch(r"[A-Za-z0-9]+", label):
+            raise ValueError(f"{excerpt(label)} is not a BIDS label (letters and digits only)")
+        return label
+
+
 class NilearnSource(_Strict):
     kind: Literal["nilearn"]
     fetcher: Literal["development_fmri", "adhd", "abide_pcp"]
@@ -225,12 +248,13 @@ class UnionSource(_Strict):
 
 
 Source = Annotated[
-    RegistrySource | LocalSource | NilearnSource | SyntheticSource | UnionSource,
+    RegistrySource | LocalSource | BidsSource | NilearnSource | SyntheticSource | UnionSource,
     Field(discriminator="kind"),
 ]
 _SOURCE_MODELS: dict[str, type[BaseModel]] = {
     "registry": RegistrySource,
     "local": LocalSource,
+    "bids": BidsSource,
     "nilearn": NilearnSource,
     "synthetic": SyntheticSource,
     "union": UnionSource,
@@ -407,7 +431,23 @@ def _check_cross_references(catalog: Catalog) -> None:
                     )
         if source.kind == "union":
             _check_union(catalog, entry.name, [entry.name])
+        if source.kind == "bids":
+            _check_bids(entry, where)
         _check_labels(entry, where)
+
+
+def _check_bids(entry: Entry, where: str) -> None:
+    if entry.modality == "nifti_4d" and entry.source.confounds != "none":
+        raise CatalogError(
+            f"{where}: field 'source.confounds': confounds are regressed out of ROI series; a nifti_4d entry "
+            "keeps the volumes as fMRIPrep wrote them: set confounds: none, or modality: roi_timeseries with "
+            "read.labels_img or read.mask_img"
+        )
+    if entry.modality == "roi_timeseries" and not (entry.read.labels_img or entry.read.mask_img):
+        raise CatalogError(
+            f"{where}: field 'read': BOLD runs become ROI series through read.labels_img (an atlas image) or "
+            "read.mask_img (a mask image); give one of them"
+        )
 
 
 def _label_templates(entry: Entry) -> list[tuple[str, str]]:
@@ -434,7 +474,7 @@ def _check_labels(entry: Entry, where: str) -> None:
     source = entry.source
     for field, template in _label_templates(entry):
         _check_bare_placeholders(field, template, where)
-    if entry.labels and source.kind not in ("registry", "local"):
+    if entry.labels and source.kind not in ("registry", "local", "bids"):
         raise CatalogError(f"{where}: field 'labels': labels come from files, a {source.kind} entry has none")
     if entry.read.split_by and not entry.labels:
         raise CatalogError(f"{where}: field 'read.split_by' names a frame label, but the entry has no `labels`")
@@ -529,6 +569,7 @@ def _shipped_catalog(path: Path, extends: Any) -> Catalog:
 
 __all__ = [
     "DEFAULT_CATALOG",
+    "BidsSource",
     "Catalog",
     "Entry",
     "LocalSource",

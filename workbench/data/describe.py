@@ -8,11 +8,14 @@ a file of a folder that links outside it: it is not read).
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
-from workbench.data.catalog import load_recordings, local_files
+from workbench.data.bids import sidecar_tr
+from workbench.data.catalog import bids_runs, load_recordings, local_files
 from workbench.data.catalog_schema import (
+    BidsSource,
     Catalog,
     Entry,
     LocalSource,
@@ -40,6 +43,8 @@ def _source_text(entry: Entry) -> str:
             return f"registry {package}=={version} ({archive})"
         case LocalSource(glob=glob):
             return f"local {glob}"
+        case BidsSource(root=root, task=task, space=space, confounds=confounds):
+            return f"bids {root} task-{task} space-{space} (confounds: {confounds})"
         case NilearnSource(fetcher=fetcher):
             return f"nilearn fetch_{fetcher} (online)"
         case SyntheticSource(generator=generator):
@@ -74,6 +79,8 @@ def _entry_files(catalog: Catalog, entry: Entry) -> list[dict[str, Any]]:
             )
             for path in local_files(catalog, entry)
         ]
+    if source.kind == "bids":
+        return [_bold_file_info(path, ids) for path, ids in bids_runs(catalog, entry)]
     if source.kind == "synthetic":
         return [
             {
@@ -90,6 +97,14 @@ def _entry_files(catalog: Catalog, entry: Entry) -> list[dict[str, Any]]:
     if source.kind == "union":
         return [f for member in source.entries for f in _entry_files(catalog, catalog.entries[member])]
     return []  # nilearn: nothing is known before the (online) download
+
+
+def _bold_file_info(path: Path, ids: dict[str, str]) -> dict[str, Any]:
+    """:func:`file_info` of an fMRIPrep BOLD run, its TR from the JSON sidecar when that can be read."""
+    info = file_info(path, ids, "present")
+    with contextlib.suppress(DataError):  # `data check` names a missing sidecar; a catalog `tr` may stand in
+        info["header_tr"] = sidecar_tr(path)
+    return info
 
 
 def _folder_file_info(file: Path, path: Path) -> dict[str, Any]:

@@ -1,9 +1,10 @@
 """The ``labels`` of a catalog entry: which files give each run its per-frame labels.
 
-Every label source names its file(s) with a **path template**: ``{subject}``, ``{session}`` and
-``{run}`` are replaced by the ids parsed from the run's data file, and shell wildcards (``*``,
-``?``) are allowed. For ``registry`` entries the template is a member path of the package (listed
-under ``sha256``, hence verified); for ``local`` entries it is relative to the catalog file.
+Every label source names its file(s) with a **path template**: ``{subject}``, ``{session}``,
+``{run}`` and ``{task}`` (``bids`` sources) are replaced by the ids parsed from the run's data file,
+and shell wildcards (``*``, ``?``) are allowed. For ``registry`` entries the template is a member
+path of the package (listed under ``sha256``, hence verified); for ``local`` and ``bids`` entries it
+is relative to the catalog file.
 
 ``events``      a BIDS ``events.tsv`` per run (onset, duration, label columns);
 ``frames``      a table with one row per frame (framewise displacement, PyMVPA attributes);
@@ -33,7 +34,7 @@ from workbench.data.frame_labels import (
 )
 from workbench.errors import DataError
 
-PLACEHOLDERS = ("subject", "session", "run")
+PLACEHOLDERS = ("subject", "session", "run", "task")
 
 
 def _check_template(template: str) -> str:
@@ -41,7 +42,7 @@ def _check_template(template: str) -> str:
     unknown = sorted(fields - set(PLACEHOLDERS))
     if unknown:
         raise ValueError(
-            f"path template {template!r} uses {unknown}; placeholders are {{subject}}, {{session}}, {{run}}"
+            f"path template {template!r} uses {unknown}; placeholders are {{subject}}, {{session}}, {{run}}, {{task}}"
         )
     return template
 
