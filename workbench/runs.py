@@ -290,7 +290,7 @@ class TrainedFactory:
     def _settings(self) -> str:
         cls = get_method(self.method)
         resolved = dataclasses.asdict(cls.make_config(self.preset, **self.overrides))
-        engine = {k: v for k, v in self.train_overrides.items() if k != "device"}
+        engine = {k: v for k, v in self.train_overrides.items() if k not in ("device", "log")}  # not the result
         return json.dumps([resolved, cls.train_defaults, engine], sort_keys=True, default=str)
 
     def run_dir(self, windows: WindowSet) -> Path:

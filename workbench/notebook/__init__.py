@@ -41,7 +41,8 @@ class TrainingPlan(BaseModel):
 
     ``None`` for ``epochs``, ``max_steps`` or ``batch_size`` keeps each family's default;
     ``steps`` is one family's exact budget of optimiser steps (it wins over ``epochs`` and
-    ``max_steps``, see :meth:`engine`).
+    ``max_steps``, see :meth:`engine`). ``log`` names where every training also logs
+    (``["tensorboard"]``: each run folder's ``tensorboard/``).
     """
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -56,6 +57,7 @@ class TrainingPlan(BaseModel):
     batch_size: int | None = None
     device: str = "auto"
     seed: int = 0
+    log: list[str] = []
 
     @field_validator("window")
     @classmethod
@@ -70,7 +72,7 @@ class TrainingPlan(BaseModel):
         return self
 
     def engine(self, method: str) -> dict[str, Any]:
-        """Engine overrides of one family: epochs, batch size and its step budget or cap.
+        """Engine overrides of one family: epochs, batch size, its step budget or cap, and the logs.
 
         A family's ``steps`` is its exact budget: the run takes that many optimiser steps, over
         as many epochs as it needs (``epochs`` and ``max_steps`` do not cut it shorter).
@@ -85,6 +87,8 @@ class TrainingPlan(BaseModel):
             out.update(max_steps=self.steps[method], epochs=BUDGET_EPOCHS)
         elif self.max_steps is not None:
             out["max_steps"] = self.max_steps
+        if self.log:
+            out["log"] = list(self.log)
         return out
 
 

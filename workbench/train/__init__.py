@@ -4,6 +4,8 @@
 ``engine``          :func:`train`: one run, top to bottom, with the families' hooks
 ``settings``        :class:`TrainConfig`, device, optimiser, schedules, determinism
 ``checkpoint``      read, rebuild (:func:`load_method`) and refuse foreign checkpoints
+``monitor``         the learning diagnostics on a fixed held-out batch, against each floor
+``tensorboard``     optional TensorBoard scalars, projector and hyper-parameters (``log``)
 ==================  ==============================================================
 """
 

@@ -20,6 +20,9 @@ last, the family's objective on a fixed monitor batch is recorded beside its tri
 the centred RankMe of its embeddings (:mod:`workbench.train.monitor`); a run that ends at its floor
 says so with a :class:`~workbench.errors.LearningWarning`.
 
+With ``log: [tensorboard]`` the steps, the monitor records, the monitor batch's embeddings and the
+hyper-parameters also go to ``<run folder>/tensorboard/`` (:mod:`workbench.train.tensorboard`).
+
 Under ``torchrun`` each process trains on its slice of every batch and the gradients are averaged
 over the processes before each step (:mod:`workbench.train.distributed`); rank 0 alone shows
 progress and writes the checkpoint.
@@ -38,7 +41,7 @@ import errno
 import time
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +74,7 @@ from workbench.train.settings import (
     resolve_device,
     step_seed,
 )
+from workbench.train.tensorboard import Monitored, open_training_log
 
 HISTORY_NAME = "history.json"
 PREPARE_WINDOWS = 2048
@@ -173,7 +177,11 @@ def train(
         If the disk fills up while a checkpoint is written; the last complete one is kept.
     """
     distributed = current(config.device)
-    with deterministic_algorithms(config.deterministic), _run_folder(Path(out_dir), distributed) as folder:
+    with (
+        deterministic_algorithms(config.deterministic),
+        _run_folder(Path(out_dir), distributed) as folder,
+        ExitStack() as closing,
+    ):
         return _train(
             method,
             train_windows,
@@ -185,6 +193,7 @@ def train(
             resume,
             provenance or {},
             monitor,
+            closing,
         )
 
 
@@ -230,6 +239,7 @@ def _train(
     resume: bool,
     provenance: dict[str, Any],
     monitor: WindowSet | None,
+    closing: ExitStack,
 ) -> TrainResult:
     from tqdm.auto import tqdm
 
@@ -259,7 +269,7 @@ def _train(
         "method": method.name,
         "method_config": method.config_dict(),
         "spec": method.spec.to_dict(),
-        "train_config": dataclasses.asdict(config),
+        "train_config": {k: v for k, v in dataclasses.asdict(config).items() if k != "log"},  # logs change no weight
         "provenance": provenance,
     }
     checkpoint = out_dir / CHECKPOINT_NAME
@@ -307,6 +317,14 @@ def _train(
         run.history["monitor_on"] = (
             "off" if probe is None else "training windows" if monitor is None else "held-out windows"
         )
+    log = open_training_log(
+        config.log,
+        out_dir,
+        distributed.is_main and not run.finished,
+        0 if state is None else run.step + 1,  # hides what an interrupted process logged past its checkpoint
+        Monitored(probe, watched, autocast, device),
+    )
+    closing.callback(log.close)
 
     def record() -> dict[str, float] | None:
         """Add a diagnostics record for the current step (once per step) and return the last one."""
@@ -315,6 +333,7 @@ def _train(
         records = run.history["monitor"]
         if not records or records[-1]["step"] != run.step:
             records.append(diagnose(method, probe, run.step, autocast, device))
+            log.monitor(records[-1])
         return records[-1]
 
     if run.step == 0:
@@ -340,6 +359,7 @@ def _train(
             run.batch_in_epoch += config.grad_accum
             stop = bool(method.after_step(run.step, total)) or run.step >= total
             run.history["step"].append({"step": run.step, "epoch": run.epoch, "lr": lr, "weight_decay": wd, **logs})
+            log.step(run.history["step"][-1])
             bar.update(1)
             # the last record is taken after after_training (which may still change the model)
             last = record() if not stop and is_monitor_step(run.step, total, interval) else None
@@ -366,6 +386,7 @@ def _train(
             warnings.warn(LearningWarning(f"{method.name} after {run.step} steps: {verdict}"), stacklevel=3)
         run.finished = True
         save(run)
+        log.finish(method, run.history, identity["train_config"])
     method.eval()
     meta = {"world_size": distributed.world_size, "weights_sha256": distributed.check_identical(method)}
     return TrainResult(method, standardizer, run.history, checkpoint, time.perf_counter() - t0, run.step, meta)

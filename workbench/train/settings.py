@@ -23,6 +23,7 @@ from workbench.models.base import Method
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 OPTIMIZER_IMPLS = ("auto", "loop", "foreach", "fused")
+LOGS = ("tensorboard",)  # where a training may log besides history.json (workbench.train.tensorboard)
 
 
 @dataclass
@@ -57,6 +58,7 @@ class TrainConfig:
     deterministic: bool = True  # torch's deterministic kernels: same seed, same weights bit for bit
     monitor_every: int | None = None  # steps between learning diagnostics (None: ~20 over the run; 0: off)
     monitor_windows: int = 128  # windows of the fixed monitor batch (workbench.train.monitor)
+    log: tuple[str, ...] = ()  # also log to: tensorboard (<run folder>/tensorboard/); changes no weight
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -76,6 +78,9 @@ class TrainConfig:
             raise ConfigError(f"train config: monitor_every={self.monitor_every} must be >= 0 (0: no diagnostics)")
         if self.monitor_windows < 2:
             raise ConfigError(f"train config: monitor_windows={self.monitor_windows} must be >= 2")
+        unknown = [name for name in self.log if name not in LOGS]
+        if unknown:
+            raise ConfigError(f"train config: log={list(self.log)} names {unknown}; choose from {list(LOGS)}")
         Standardizer(self.normalization)  # checks the name
 
 
@@ -194,6 +199,7 @@ def deterministic_algorithms(enabled: bool) -> Iterator[None]:
 
 
 __all__ = [
+    "LOGS",
     "OPTIMIZERS",
     "OPTIMIZER_IMPLS",
     "TrainConfig",
