@@ -11,6 +11,8 @@ command       what                                                         modul
 ``data``      list, describe and fetch the datasets of a catalog           :mod:`workbench.cli.data`
 ``train``     train a family on a dataset; resumes a run folder            :mod:`workbench.cli.train`
 ``evaluate``  identification (default) or task decoding of a trained run  :mod:`workbench.cli.train`
+``embed``     every window's embedding and labels as a parquet table       :mod:`workbench.cli.export`
+``export``    a run's encoder as config.json + model.safetensors           :mod:`workbench.cli.export`
 ``report``    run the notebooks headlessly into an HTML report             :mod:`workbench.cli.report`
 ============  ===========================================================  =======================
 """
@@ -21,7 +23,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from workbench.cli import data, report, train
+from workbench.cli import data, export, report, train
 from workbench.errors import WorkbenchError
 
 EXIT_INPUT_ERROR = 2
@@ -31,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="workbench", description="fMRI Representation Workbench")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (data, train, report):
+    for module in (data, train, export, report):
         module.add_parser(subparsers)
     return parser
 
