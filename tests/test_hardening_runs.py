@@ -395,7 +395,7 @@ def test_sizes_edited_in_a_checkpoint_are_refused_before_anything_is_built(tmp_p
     started = time.perf_counter()
     with pytest.raises(CheckpointError, match=rf"{'spec' if section == 'spec' else section}\.{field}"):
         load_method(tmp_path / "edited.pt")
-    assert time.perf_counter() - started < 10.0  # nothing of 2e6 × 2e6 was allocated
+    assert time.perf_counter() - started < 60.0  # nothing of 2e6 × 2e6 was allocated (that would swap for minutes)
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
