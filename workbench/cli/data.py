@@ -15,31 +15,19 @@ import argparse
 import json
 import textwrap
 import time
-from pathlib import Path
 from typing import Any
 
-from workbench.data.catalog import Catalog, Entry, fetch, load_catalog
+from workbench.cli.options import common_options, open_catalog, require_dataset
+from workbench.data.catalog import Catalog, Entry, fetch
 from workbench.data.describe import describe
 from workbench.data.sources import member_status, registry_dir
-
-
-def catalog_option() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--catalog",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="catalog YAML to use instead of $WORKBENCH_CATALOG or the shipped data_catalog.yaml",
-    )
-    return common
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Declare ``workbench data list|info|check|fetch``."""
     data = subparsers.add_parser("data", help="list, inspect and fetch datasets")
     actions = data.add_subparsers(dest="action", required=True, metavar="ACTION")
-    common = catalog_option()
+    common = common_options()
     actions.add_parser("list", parents=[common], help="the datasets of the catalog")
     info = actions.add_parser(
         "info", parents=[common], help="subjects, shapes, TR, bytes and verification of a dataset or folder"
@@ -50,9 +38,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "check", parents=[common], help="read every file fully and validate it as training would (exit 1 on problems)"
     )
     check.add_argument("target", metavar="NAME_OR_PATH", help="catalog entry, or a file/folder of your data")
-    fetch = actions.add_parser("fetch", parents=[common], help="download and verify a dataset into the cache")
+    fetch = actions.add_parser(
+        "fetch", parents=[common_options(progress=True)], help="download and verify a dataset into the cache"
+    )
     fetch.add_argument("name", metavar="NAME", help="catalog entry")
-    fetch.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     data.set_defaults(handler=_cmd_data)
 
 
@@ -135,21 +124,25 @@ def _print_check(report) -> int:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
+    if args.action in ("check", "info"):
+        catalog = open_catalog(args.catalog, args.target)
+        require_dataset(args.target, catalog)
     if args.action == "check":
         from workbench.data.check import check_data
 
-        return _print_check(check_data(args.target, load_catalog(args.catalog) if args.catalog else None))
+        return _print_check(check_data(args.target, catalog))
     if args.action == "info":
-        info = describe(args.target, load_catalog(args.catalog) if args.catalog else None)
+        info = describe(args.target, catalog)
         if args.json:
             print(json.dumps(info, indent=2, default=str))
         else:
             _print_info(info)
         return 0
-    catalog = load_catalog(args.catalog)
+    catalog = open_catalog(args.catalog)
     if args.action == "list":
         _print_list(catalog)
         return 0
+    require_dataset(args.name, catalog, paths=False)
     start = time.perf_counter()
     paths = fetch(args.name, catalog, progress=not args.no_progress)
     seconds = time.perf_counter() - start

