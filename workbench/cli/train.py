@@ -406,13 +406,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.task == "decoding":
         return _run_decoding(args)
 
+    k_shots = _k_shots(args.k_shots)  # the options first, then the output folder, then the data
     check_output_folder(args.out, "output folder (--out)")
     dataset, catalog = resolve_dataset(args.dataset, args.catalog)
     results, metrics, figure = evaluate_run(
         args.checkpoint,
         dataset,
         args.out,
-        _k_shots(args.k_shots),
+        k_shots,
         args.episodes,
         args.seed,
         args.device,
