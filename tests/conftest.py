@@ -2,10 +2,39 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+
+_TOY_CATALOG = """
+datasets:
+  toy:
+    description: synthetic subjects with individual connectivity
+    modality: roi_timeseries
+    tr: 1.0
+    atlas: none
+    citation: generated
+    licence: MIT
+    source:
+      kind: synthetic
+      generator: fingerprints
+      params:
+        {{n_subjects: {n_subjects}, n_rois: {n_rois}, n_timepoints: {n_timepoints}, tr: 1.0, difficulty: 0.2, seed: 0}}
+"""
+
+
+@pytest.fixture(scope="session")
+def write_toy_catalog() -> Callable[..., Path]:
+    """``write(folder, n_subjects=6, n_rois=12, n_timepoints=200)``: a catalog file with one synthetic entry ``toy``."""
+
+    def write(folder: Path, n_subjects: int = 6, n_rois: int = 12, n_timepoints: int = 200) -> Path:
+        path = folder / "catalog.yaml"
+        path.write_text(_TOY_CATALOG.format(n_subjects=n_subjects, n_rois=n_rois, n_timepoints=n_timepoints))
+        return path
+
+    return write
 
 
 @pytest.fixture(scope="session")

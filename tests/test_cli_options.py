@@ -11,21 +11,6 @@ from workbench.cli import build_parser, main
 from workbench.errors import CatalogError
 from workbench.train import read_checkpoint
 
-CATALOG = """
-datasets:
-  toy:
-    description: four synthetic subjects
-    modality: roi_timeseries
-    tr: 1.0
-    atlas: none
-    citation: generated
-    licence: MIT
-    source:
-      kind: synthetic
-      generator: fingerprints
-      params: {n_subjects: 4, n_rois: 8, n_timepoints: 120, tr: 1.0, difficulty: 0.2, seed: 0}
-"""
-
 COMMON = ["--catalog", "my.yaml", "--device", "cpu", "--no-progress"]
 
 
@@ -69,9 +54,8 @@ def test_an_unknown_device_is_refused_by_the_parser(command: str, capsys: pytest
 
 
 @pytest.fixture
-def user_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "catalog.yaml"
-    path.write_text(CATALOG)
+def user_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write_toy_catalog) -> Path:
+    path = write_toy_catalog(tmp_path, n_subjects=4, n_rois=8, n_timepoints=120)
     monkeypatch.delenv("WORKBENCH_CATALOG", raising=False)
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
     return path

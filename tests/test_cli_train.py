@@ -12,26 +12,10 @@ from workbench.cli.train import split_settings
 from workbench.errors import ConfigError
 from workbench.train import read_checkpoint
 
-CATALOG = """
-datasets:
-  toy:
-    description: six synthetic subjects with individual connectivity
-    modality: roi_timeseries
-    tr: 1.0
-    atlas: none
-    citation: generated
-    licence: MIT
-    source:
-      kind: synthetic
-      generator: fingerprints
-      params: {n_subjects: 6, n_rois: 12, n_timepoints: 200, tr: 1.0, difficulty: 0.2, seed: 0}
-"""
-
 
 @pytest.fixture
-def toy_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "catalog.yaml"
-    path.write_text(CATALOG)
+def toy_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write_toy_catalog) -> Path:
+    path = write_toy_catalog(tmp_path)
     monkeypatch.setenv("WORKBENCH_CATALOG", str(path))
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
     return path

@@ -21,27 +21,13 @@ from workbench.evaluation import embed_windows
 from workbench.runs import embed_function
 from workbench.train import load_method
 
-CATALOG = """
-datasets:
-  toy:
-    description: six synthetic subjects with individual connectivity
-    modality: roi_timeseries
-    tr: 1.0
-    atlas: none
-    citation: generated
-    licence: MIT
-    source:
-      kind: synthetic
-      generator: fingerprints
-      params: {n_subjects: 6, n_rois: 12, n_timepoints: 200, tr: 1.0, difficulty: 0.2, seed: 0}
-"""
 SETTINGS = {"epochs": 1, "batch_size": 24, "max_steps": 2}
 
 
 @pytest.fixture(scope="module")
-def toy_env(tmp_path_factory: pytest.TempPathFactory):
+def toy_env(tmp_path_factory: pytest.TempPathFactory, write_toy_catalog):
     root = tmp_path_factory.mktemp("embed-table")
-    (root / "catalog.yaml").write_text(CATALOG)
+    write_toy_catalog(root)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("WORKBENCH_CATALOG", str(root / "catalog.yaml"))
         patch.setenv("WORKBENCH_CACHE", str(root / "cache"))

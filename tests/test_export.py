@@ -25,27 +25,12 @@ from workbench.export import export_encoder
 from workbench.runs import embed_function
 from workbench.train import load_method
 
-CATALOG = """
-datasets:
-  toy:
-    description: four synthetic subjects with individual connectivity
-    modality: roi_timeseries
-    tr: 1.0
-    atlas: none
-    citation: generated
-    licence: MIT
-    source:
-      kind: synthetic
-      generator: fingerprints
-      params: {n_subjects: 4, n_rois: 10, n_timepoints: 160, tr: 1.0, difficulty: 0.2, seed: 0}
-"""
-
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def run(tmp_path_factory: pytest.TempPathFactory, write_toy_catalog) -> Path:
     """A fewshot run of two steps on a toy catalog entry."""
     root = tmp_path_factory.mktemp("export")
-    (root / "catalog.yaml").write_text(CATALOG)
+    write_toy_catalog(root, n_subjects=4, n_rois=10, n_timepoints=160)
     settings = {"epochs": 1, "batch_size": 16, "max_steps": 2}
     with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings():
         warnings.simplefilter("ignore", LearningWarning)  # two steps need not leave the loss floor

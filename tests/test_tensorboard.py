@@ -184,25 +184,9 @@ def test_the_training_plan_passes_its_log_to_every_training_and_leaves_other_pla
     assert "log" not in training_plan({"methods": ["fewshot"]}).engine("fewshot")  # runs cached before keep their key
 
 
-CATALOG = """
-datasets:
-  toy:
-    description: six synthetic subjects with individual connectivity
-    modality: roi_timeseries
-    tr: 1.0
-    atlas: none
-    citation: generated
-    licence: MIT
-    source:
-      kind: synthetic
-      generator: fingerprints
-      params: {n_subjects: 6, n_rois: 12, n_timepoints: 200, tr: 1.0, difficulty: 0.2, seed: 0}
-"""
-
-
 @pytest.mark.filterwarnings("ignore::workbench.errors.LearningWarning")  # two steps learn little
-def test_workbench_train_log_tensorboard(tmp_path, monkeypatch, capsys, one_thread):
-    (tmp_path / "catalog.yaml").write_text(CATALOG)
+def test_workbench_train_log_tensorboard(tmp_path, monkeypatch, capsys, one_thread, write_toy_catalog):
+    write_toy_catalog(tmp_path)
     monkeypatch.setenv("WORKBENCH_CATALOG", str(tmp_path / "catalog.yaml"))
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
     run = tmp_path / "run"
