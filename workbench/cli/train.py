@@ -112,7 +112,6 @@ def train_on_dataset(
     import torch
 
     from workbench.data.catalog import load_recordings
-    from workbench.files import check_output_folder
     from workbench.methods import get_method
     from workbench.runs import as_frames, held_out_windows, training_windows, windows_digest
     from workbench.train import build_method, make_train_config, train
@@ -199,7 +198,7 @@ def evaluate_run(
     """
     from workbench.data.catalog import load_recordings
     from workbench.evaluation import closed_set, eligible_recordings, save_metrics
-    from workbench.files import atomic_path, check_output_folder
+    from workbench.files import atomic_path
     from workbench.runs import as_frames, embed_function, untrained_factory
     from workbench.train import load_method
     from workbench.viz.fewshot import plot_k_curves, results_frame

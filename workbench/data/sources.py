@@ -39,6 +39,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -65,7 +66,7 @@ from workbench.data.formats import check_inside, file_stem, file_suffix
 from workbench.data.package_index import download_sdist
 from workbench.data.readers import peek_file
 from workbench.errors import CatalogError, DataError
-from workbench.files import atomic_path, cache_root, temporary_prefix
+from workbench.files import STALE_AFTER_S, atomic_path, cache_root, owner_alive, temporary_prefix
 
 MemberStatus = Literal["verified", "missing", "mismatch"]
 # BIDS entities in file or folder names: sub-<label>, ses-<label>, run-<index>.
@@ -113,10 +114,6 @@ def sweep_downloads(target: Path) -> None:
     another machine of a shared cache only when nothing in it changed for an hour, so a live
     download there (whose file keeps growing) is never taken.
     """
-    import shutil
-
-    from workbench.files import STALE_AFTER_S, owner_alive
-
     if not target.is_dir():
         return
     for folder in target.glob(f"{_DOWNLOAD_PREFIX}*"):
